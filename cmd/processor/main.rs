@@ -1,0 +1,130 @@
+//! `processor`: drains the queue into PostgreSQL until SIGINT/SIGTERM.
+//! `processor registry apply|export|list`: manages tenants, event types and schemas.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use event_processor::config::{self, DatabaseArgs, LogArgs, ProcessorArgs, QueueArgs};
+use event_processor::pipeline::Processor;
+use event_processor::registry::RegistryFile;
+use event_processor::telemetry;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(version, about = "Drains multi-tenant events from SQS into PostgreSQL, exactly once.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
+    processor: ProcessorArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the registry of clients, event types (with schemas) and subscriptions.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Upsert registry data from a JSON file (idempotent).
+    Apply {
+        file: PathBuf,
+        /// Replace the schema of an existing (event type, version).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print everything registered, as JSON that `apply` takes back.
+    Export,
+    /// One line per client and event type.
+    List,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if let Err(e) = config::load_dotenv() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    telemetry::init(cli.log.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let store = cli.database.open().await?;
+    match cli.command {
+        None => {
+            let processor = Processor::new(cli.processor.settings(), cli.queue.open().await?, store).await?;
+            processor.run(shutdown_on_signals()).await?;
+        }
+        Some(Command::Migrate) => tracing::info!("migrations applied"),
+        Some(Command::Registry(command)) => {
+            let mut conn = store.pool().get().await?;
+            match command {
+                RegistryCommand::Apply { file, force } => {
+                    let report = RegistryFile::read(&file)?.apply(&mut conn, force).await?;
+                    println!("{report:?}");
+                }
+                RegistryCommand::Export => {
+                    println!("{}", serde_json::to_string_pretty(&RegistryFile::export(&**conn).await?)?)
+                }
+                RegistryCommand::List => {
+                    let file = RegistryFile::export(&**conn).await?;
+                    for c in &file.clients {
+                        let subscribed: Vec<&str> = file
+                            .subscriptions
+                            .iter()
+                            .filter(|s| s.client == c.id)
+                            .map(|s| s.event_type.as_str())
+                            .collect();
+                        println!("client {:<24} subscribed to {}", c.id, subscribed.join(", "));
+                    }
+                    for t in &file.event_types {
+                        println!("event type {} v{} {}", t.name, t.version, t.description);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cancelled on the first SIGINT or SIGTERM; a second one exits at once.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        for signals in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if signals > 0 {
+                eprintln!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+            tracing::info!("signal received: shutting down (send another to exit at once)");
+            cancel.cancel();
+        }
+    });
+    token
+}

@@ -1,0 +1,37 @@
+# Shared by the local scripts: settings, paths and helpers. Source it; do not run it.
+#
+# Settings come from the environment first, then `.env`, then `.env-template`,
+# so the scripts and both binaries agree on every value.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE_DIR=${EVENT_PROCESSOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/event-processor}
+RUN_DIR="$CACHE_DIR/run"        # PID files of what these scripts started
+VENV="$CACHE_DIR/localstack-venv"
+mkdir -p "$RUN_DIR"
+
+# Sets KEY=VALUE lines of a dotenv file that the environment does not set already.
+load_defaults() {
+  local file=$1 line key
+  [ -f "$file" ] || return 0
+  while IFS= read -r line || [ -n "$line" ]; do
+    case "$line" in ''|'#'*) continue ;; esac
+    key=${line%%=*}
+    if [ -z "${!key+x}" ]; then export "$key=${line#*=}"; fi
+  done < "$file"
+}
+load_defaults "$ROOT/.env"
+load_defaults "$ROOT/.env-template"
+
+export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-$AWS_REGION}
+# awslocal still works; its deprecation banner would drown our own output.
+export DISABLE_DEPRECATION_NOTICE=1
+# LocalStack's port comes from the endpoint URL.
+LOCALSTACK_PORT=$(sed -E 's#^[a-z]+://[^:/]+:?([0-9]*).*#\1#' <<<"${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}")
+LOCALSTACK_PORT=${LOCALSTACK_PORT:-4566}
+LOCALSTACK_URL="http://127.0.0.1:$LOCALSTACK_PORT"
+# awslocal reads these to find LocalStack.
+export LOCALSTACK_HOST="127.0.0.1:$LOCALSTACK_PORT" AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-$LOCALSTACK_URL}
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,147 @@
+//! Settings shared by both binaries. Each comes from a command-line flag, else the
+//! environment (after `.env`), else a default; `.env-template` lists them all.
+//!
+//! Every value name is the environment variable itself, so a bad value reads e.g.
+//! `invalid value 'x' for '--pollers <PROCESSOR_POLLERS>': expected a whole number >= 1`.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::pipeline::Settings;
+use crate::queue::{self, Queue};
+use crate::store::Store;
+
+/// Loads `.env` when present. A malformed file stops startup rather than being
+/// half-applied.
+pub fn load_dotenv() -> anyhow::Result<()> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(".env: {e}")),
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Connections in the pool.
+    #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 8, value_parser = at_least_one)]
+    pub database_pool_size: usize,
+}
+
+impl DatabaseArgs {
+    /// A migrated store.
+    pub async fn open(&self) -> anyhow::Result<Store> {
+        let store = Store::connect(&self.database_url, self.database_pool_size)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct QueueArgs {
+    /// Name of the queue producers send to.
+    #[arg(long, env = "SQS_QUEUE_NAME", value_name = "SQS_QUEUE_NAME", default_value = "events")]
+    pub queue_name: String,
+    /// Full queue URL; when set, it is used instead of looking the name up.
+    #[arg(long, env = "SQS_QUEUE_URL", value_name = "SQS_QUEUE_URL")]
+    pub queue_url: Option<String>,
+    /// Name of the dead-letter queue (reported by `producers verify`).
+    #[arg(long, env = "SQS_DLQ_NAME", value_name = "SQS_DLQ_NAME", default_value = "events-dlq")]
+    pub dlq_name: String,
+}
+
+impl QueueArgs {
+    pub async fn open(&self) -> anyhow::Result<Queue> {
+        let client = queue::sdk_client().await?;
+        match &self.queue_url {
+            Some(url) => Ok(Queue::new(client, url)),
+            None => Queue::named(client, &self.queue_name).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "SQS_QUEUE_NAME: cannot find queue '{}' ({e}); for local runs start it with deployments/local/start.sh",
+                    self.queue_name
+                )
+            }),
+        }
+    }
+
+    pub async fn open_dead_letters(&self, client: aws_sdk_sqs::Client) -> anyhow::Result<Queue> {
+        Queue::named(client, &self.dlq_name)
+            .await
+            .map_err(|e| anyhow::anyhow!("SQS_DLQ_NAME: cannot find queue '{}' ({e})", self.dlq_name))
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProcessorArgs {
+    /// Concurrent long-polling receive loops.
+    #[arg(long, env = "PROCESSOR_POLLERS", value_name = "PROCESSOR_POLLERS", default_value_t = 4, value_parser = at_least_one)]
+    pub pollers: usize,
+    /// Long-poll wait of each receive, 0-20 seconds.
+    #[arg(long, env = "PROCESSOR_WAIT_TIME_SECS", value_name = "PROCESSOR_WAIT_TIME_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub wait_time_secs: u64,
+    /// Messages received and not yet deleted; pollers wait at this bound.
+    #[arg(long, env = "PROCESSOR_MAX_IN_FLIGHT", value_name = "PROCESSOR_MAX_IN_FLIGHT", default_value_t = 1000, value_parser = at_least_one)]
+    pub max_in_flight: usize,
+    /// Most messages per committed batch.
+    #[arg(long, env = "PROCESSOR_BATCH_SIZE", value_name = "PROCESSOR_BATCH_SIZE", default_value_t = 100, value_parser = at_least_one)]
+    pub batch_size: usize,
+    /// Longest a batch waits to fill up, in milliseconds.
+    #[arg(long, env = "PROCESSOR_BATCH_WINDOW_MS", value_name = "PROCESSOR_BATCH_WINDOW_MS", default_value_t = 20)]
+    pub batch_window_ms: u64,
+    /// Batches committed concurrently.
+    #[arg(long, env = "PROCESSOR_COMMITTERS", value_name = "PROCESSOR_COMMITTERS", default_value_t = 4, value_parser = at_least_one)]
+    pub committers: usize,
+    /// While commits fail, seconds before held messages are released to SQS.
+    #[arg(long, env = "PROCESSOR_RELEASE_AFTER_SECS", value_name = "PROCESSOR_RELEASE_AFTER_SECS", default_value_t = 120)]
+    pub release_after_secs: u64,
+    /// Seconds to finish held messages after SIGINT/SIGTERM.
+    #[arg(long, env = "PROCESSOR_SHUTDOWN_TIMEOUT_SECS", value_name = "PROCESSOR_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    pub shutdown_timeout_secs: u64,
+    /// Seconds between progress log lines; 0 for none.
+    #[arg(long, env = "PROCESSOR_STATS_INTERVAL_SECS", value_name = "PROCESSOR_STATS_INTERVAL_SECS", default_value_t = 5)]
+    pub stats_interval_secs: u64,
+    /// Seconds between registry reloads (a miss also reloads it).
+    #[arg(long, env = "PROCESSOR_REGISTRY_REFRESH_SECS", value_name = "PROCESSOR_REGISTRY_REFRESH_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub registry_refresh_secs: u64,
+}
+
+impl ProcessorArgs {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            pollers: self.pollers,
+            wait_time: Duration::from_secs(self.wait_time_secs),
+            max_in_flight: self.max_in_flight,
+            batch_size: self.batch_size,
+            batch_window: Duration::from_millis(self.batch_window_ms),
+            committers: self.committers,
+            release_after: Duration::from_secs(self.release_after_secs),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            stats_interval: (self.stats_interval_secs > 0).then(|| Duration::from_secs(self.stats_interval_secs)),
+            registry_refresh: Duration::from_secs(self.registry_refresh_secs),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number >= 1".to_owned()),
+    }
+}

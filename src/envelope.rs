@@ -1,0 +1,251 @@
+//! The envelope every SQS message body carries, parsed without trusting anything in it.
+//!
+//! The body is parsed into a `serde_json::Value` first, so that "not JSON"
+//! (`malformed_json`) and "JSON of the wrong shape" (`invalid_envelope`) are told apart,
+//! and every field problem is reported at once rather than the first one only.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::rejection::{Reason, Rejection};
+
+/// Longest accepted `client_id`, `event_type` and `event_id`.
+pub const MAX_ID_CHARS: usize = 128;
+
+/// A well-formed event, not yet checked against the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub client_id: String,
+    pub event_type: String,
+    /// Schema version of the payload; 1 when absent.
+    pub version: i32,
+    /// Producer-assigned idempotency key; `None` means the SQS message id is the key.
+    pub event_id: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// `payload`, or the legacy string `message` of the original producers.
+    pub payload: Value,
+}
+
+/// What could be read of an envelope, kept with a rejection so operators (and
+/// `replay`) can find rejected events by tenant and key.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Identity {
+    pub client_id: Option<String>,
+    pub event_type: Option<String>,
+    pub version: Option<i32>,
+    pub event_id: Option<String>,
+}
+
+impl Envelope {
+    /// Parses a message body; on failure returns the rejection and whatever identity
+    /// fields were well-formed.
+    pub fn parse(body: &str) -> Result<Envelope, (Rejection, Identity)> {
+        let value: Value = serde_json::from_str(body).map_err(|e| {
+            (Rejection::new(Reason::MalformedJson, format!("not JSON: {e}")), Identity::default())
+        })?;
+        let Value::Object(mut fields) = value else {
+            let error = format!("the body must be a JSON object, got {}", kind_of(&value));
+            return Err((Rejection::new(Reason::InvalidEnvelope, error), Identity::default()));
+        };
+
+        let mut errors = Vec::new();
+        let client_id = id_field(&mut fields, "client_id", true, &mut errors);
+        let event_type = id_field(&mut fields, "event_type", true, &mut errors);
+        let event_id = id_field(&mut fields, "event_id", false, &mut errors);
+        let version = version_field(&fields, &mut errors);
+        let occurred_at = occurred_at_field(&fields, &mut errors);
+        let payload = match (fields.remove("payload"), fields.remove("message")) {
+            (Some(payload), _) => Some(payload),
+            (None, Some(message @ Value::String(_))) => Some(message),
+            (None, Some(other)) => {
+                errors.push(format!("message: expected a string, got {}", kind_of(&other)));
+                None
+            }
+            (None, None) => {
+                errors.push("payload: required (or the legacy string `message`)".to_owned());
+                None
+            }
+        };
+
+        match (client_id, event_type, version, payload) {
+            (Some(client_id), Some(event_type), Some(version), Some(payload)) if errors.is_empty() => {
+                Ok(Envelope { client_id, event_type, version, event_id, occurred_at, payload })
+            }
+            (client_id, event_type, version, _) => Err((
+                Rejection { reason: Reason::InvalidEnvelope, detail: json!({ "errors": errors }) },
+                Identity { client_id, event_type, version, event_id },
+            )),
+        }
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity {
+            client_id: Some(self.client_id.clone()),
+            event_type: Some(self.event_type.clone()),
+            version: Some(self.version),
+            event_id: self.event_id.clone(),
+        }
+    }
+}
+
+/// A string identifier: 1..=128 characters and no NUL (text columns refuse it).
+fn id_field(fields: &mut Map<String, Value>, name: &str, required: bool, errors: &mut Vec<String>) -> Option<String> {
+    match fields.remove(name) {
+        None | Some(Value::Null) if !required => None,
+        None | Some(Value::Null) => {
+            errors.push(format!("{name}: required"));
+            None
+        }
+        Some(Value::String(s)) if s.is_empty() || s.chars().count() > MAX_ID_CHARS => {
+            errors.push(format!("{name}: expected 1 to {MAX_ID_CHARS} characters, got {}", s.chars().count()));
+            None
+        }
+        Some(Value::String(s)) if s.contains('\0') => {
+            errors.push(format!("{name}: must not contain U+0000"));
+            None
+        }
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            errors.push(format!("{name}: expected a string, got {}", kind_of(&other)));
+            None
+        }
+    }
+}
+
+fn version_field(fields: &Map<String, Value>, errors: &mut Vec<String>) -> Option<i32> {
+    match fields.get("version") {
+        None | Some(Value::Null) => Some(1),
+        Some(Value::Number(n)) => match n.as_i64().and_then(|v| i32::try_from(v).ok()) {
+            Some(v) if v >= 1 => Some(v),
+            _ => {
+                errors.push(format!("version: expected an integer >= 1, got {n}"));
+                None
+            }
+        },
+        Some(other) => {
+            errors.push(format!("version: expected an integer >= 1, got {}", kind_of(other)));
+            None
+        }
+    }
+}
+
+fn occurred_at_field(fields: &Map<String, Value>, errors: &mut Vec<String>) -> Option<DateTime<Utc>> {
+    match fields.get("occurred_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(e) => {
+                errors.push(format!("occurred_at: expected an RFC 3339 timestamp ({e})"));
+                None
+            }
+        },
+        Some(other) => {
+            errors.push(format!("occurred_at: expected an RFC 3339 timestamp, got {}", kind_of(other)));
+            None
+        }
+    }
+}
+
+/// The JSON type name of a value, for error messages that never echo input.
+pub fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Where a value holds U+0000 in a string or key (jsonb refuses it), as a JSON pointer.
+pub fn find_nul(value: &Value) -> Option<String> {
+    fn walk(value: &Value, path: &mut String) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("/{i}"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(key, item)| {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&key.replace('\0', "\\u0000").replace('~', "~0").replace('/', "~1"));
+                let found = key.contains('\0') || walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    walk(value, &mut path).then_some(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(body: &str) -> Reason {
+        Envelope::parse(body).unwrap_err().0.reason
+    }
+
+    #[test]
+    fn parses_a_full_envelope() {
+        let e = Envelope::parse(
+            r#"{"event_id":"e1","client_id":"c","event_type":"t","version":2,
+                "occurred_at":"2026-11-22T10:00:00+01:00","payload":{"a":1},"extra":true}"#,
+        )
+        .unwrap();
+        assert_eq!(e.event_id.as_deref(), Some("e1"));
+        assert_eq!(e.version, 2);
+        assert_eq!(e.occurred_at.unwrap().to_rfc3339(), "2026-11-22T09:00:00+00:00");
+        assert_eq!(e.payload, json!({"a": 1}));
+    }
+
+    #[test]
+    fn accepts_the_original_producers_shape() {
+        let e = Envelope::parse(r#"{"event_type":"monitor-app","client_id":"client-1","message":"cpu high"}"#).unwrap();
+        assert_eq!((e.version, e.event_id, e.payload), (1, None, json!("cpu high")));
+    }
+
+    #[test]
+    fn tells_malformed_json_from_a_bad_envelope() {
+        assert_eq!(reason("Hello World"), Reason::MalformedJson);
+        assert_eq!(reason("[1,2]"), Reason::InvalidEnvelope);
+        assert_eq!(reason(r#"{"client_id":"c","payload":{}}"#), Reason::InvalidEnvelope);
+        assert_eq!(reason(r#"{"client_id":"c","event_type":"t","version":0,"payload":{}}"#), Reason::InvalidEnvelope);
+        assert_eq!(reason(r#"{"client_id":"c","event_type":"t","version":1.5,"payload":{}}"#), Reason::InvalidEnvelope);
+        assert_eq!(reason(r#"{"client_id":7,"event_type":"t","payload":{}}"#), Reason::InvalidEnvelope);
+        assert_eq!(reason(r#"{"client_id":"c","event_type":"t","message":{}}"#), Reason::InvalidEnvelope);
+        assert_eq!(reason(r#"{"client_id":"c","event_type":"t","occurred_at":"yesterday","payload":1}"#), Reason::InvalidEnvelope);
+        assert_eq!(reason(r#"{"client_id":"c\u0000","event_type":"t","payload":1}"#), Reason::InvalidEnvelope);
+    }
+
+    #[test]
+    fn reports_every_field_problem_and_keeps_what_was_readable() {
+        let (rejection, identity) = Envelope::parse(r#"{"client_id":"c","event_type":5,"event_id":""}"#).unwrap_err();
+        assert_eq!(rejection.detail["errors"].as_array().unwrap().len(), 3);
+        assert_eq!(identity.client_id.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn deep_nesting_is_malformed_not_a_crash() {
+        let body = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert_eq!(reason(&body), Reason::MalformedJson);
+    }
+
+    #[test]
+    fn finds_nul_in_nested_strings_and_keys() {
+        assert_eq!(find_nul(&json!({"a": [1, {"b": "x\u{0}"}]})).as_deref(), Some("/a/1/b"));
+        assert_eq!(find_nul(&json!({"k\u{0}": 1})).as_deref(), Some("/k\\u0000"));
+        assert_eq!(find_nul(&json!({"a": "fine"})), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Load generation and verification (see the `producers` binary).

@@ -1,0 +1,289 @@
+//! The SQS queue: receive, delete, change visibility and send, with the AWS SDK.
+//!
+//! This is the only module that speaks SQS. It hands the rest of the code plain
+//! [`Received`] messages and reports per-entry batch failures, which SQS returns
+//! inside successful responses and which must never be ignored.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+use chrono::{DateTime, TimeZone, Utc};
+
+/// SQS takes at most 10 entries per batch call and returns at most 10 messages.
+pub const MAX_BATCH: usize = 10;
+
+/// A message as received, owned by the processor until it is deleted or released.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub message_id: String,
+    /// Needed to delete the message or change its visibility; changes per receive.
+    pub receipt_handle: String,
+    pub body: String,
+    /// `ApproximateReceiveCount`: 1 on first delivery.
+    pub receive_count: i32,
+    /// `SentTimestamp`: when the producer's send was acknowledged.
+    pub sent_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// An SQS call failed as a whole (network, throttling, missing queue, ...).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct QueueError {
+    message: String,
+    /// The queue does not exist (a configuration problem, not an outage).
+    pub queue_missing: bool,
+}
+
+impl QueueError {
+    fn from_sdk<E, R>(error: aws_sdk_sqs::error::SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let message = DisplayErrorContext(&error).to_string();
+        let queue_missing = message.contains("NonExistentQueue") || message.contains("QueueDoesNotExist");
+        QueueError { message, queue_missing }
+    }
+}
+
+/// One entry of a batch call that SQS refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFailure {
+    /// Index of the entry in the slice passed in.
+    pub index: usize,
+    pub code: String,
+    pub message: String,
+    /// SQS says the request was wrong (e.g. an expired receipt handle): retrying won't help.
+    pub sender_fault: bool,
+}
+
+impl EntryFailure {
+    /// The receipt handle expired (the message became visible and was received again):
+    /// the next receiver will be deduplicated by the keys.
+    pub fn receipt_expired(&self) -> bool {
+        self.code.contains("ReceiptHandleIsInvalid") || self.message.contains("expired") || self.code.contains("InvalidParameterValue")
+    }
+}
+
+/// The SDK client, configured from the standard AWS environment
+/// (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL[_SQS]`).
+pub async fn sdk_client() -> anyhow::Result<Client> {
+    let config = aws_config::defaults(BehaviorVersion::v2026_01_12())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                // Long polls wait up to 20 s for messages.
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .load()
+        .await;
+    if config.region().is_none() {
+        anyhow::bail!("AWS_REGION: expected an AWS region such as us-east-1, and none is configured");
+    }
+    if config.credentials_provider().is_none() {
+        anyhow::bail!("AWS_ACCESS_KEY_ID: no AWS credentials found (LocalStack takes any, e.g. `test`)");
+    }
+    Ok(Client::new(&config))
+}
+
+/// One SQS queue, by URL.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    client: Client,
+    url: String,
+}
+
+impl Queue {
+    pub fn new(client: Client, url: impl Into<String>) -> Self {
+        Queue { client, url: url.into() }
+    }
+
+    /// Looks the queue up by name.
+    pub async fn named(client: Client, name: &str) -> Result<Queue, QueueError> {
+        let output = client.get_queue_url().queue_name(name).send().await.map_err(QueueError::from_sdk)?;
+        let url = output.queue_url.unwrap_or_default();
+        Ok(Queue { client, url })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The queue's visibility timeout: how long a received message stays ours.
+    pub async fn visibility_timeout(&self) -> Result<Duration, QueueError> {
+        let secs = self.attribute(QueueAttributeName::VisibilityTimeout).await?.unwrap_or(30);
+        Ok(Duration::from_secs(secs))
+    }
+
+    /// Messages waiting, and messages received but not deleted (in flight).
+    pub async fn depth(&self) -> Result<(u64, u64), QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(QueueError::from_sdk)?;
+        let get = |name: QueueAttributeName| -> u64 {
+            output.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
+        };
+        Ok((
+            get(QueueAttributeName::ApproximateNumberOfMessages) + get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        ))
+    }
+
+    async fn attribute(&self, name: QueueAttributeName) -> Result<Option<u64>, QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(name.clone())
+            .send()
+            .await
+            .map_err(QueueError::from_sdk)?;
+        Ok(output.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()))
+    }
+
+    /// Long-polls for up to `max` messages.
+    pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.min(MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .send()
+            .await
+            .map_err(QueueError::from_sdk)?;
+        let received_at = Utc::now();
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let attributes = m.attributes.unwrap_or_default();
+                let attribute = |name| attributes.get(&name).and_then(|v| v.parse::<i64>().ok());
+                Received {
+                    message_id: m.message_id.unwrap_or_default(),
+                    receipt_handle: m.receipt_handle.unwrap_or_default(),
+                    body: m.body.unwrap_or_default(),
+                    receive_count: attribute(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1) as i32,
+                    sent_at: attribute(MessageSystemAttributeName::SentTimestamp)
+                        .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+                    received_at,
+                }
+            })
+            .collect())
+    }
+
+    /// Deletes up to 10 messages by receipt handle; returns the entries SQS refused.
+    pub async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
+        let entries = receipt_handles
+            .iter()
+            .enumerate()
+            .map(|(i, handle)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(*handle).build())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("id and receipt handle are set");
+        let output = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(QueueError::from_sdk)?;
+        Ok(failures(output.failed()))
+    }
+
+    /// Sets the visibility timeout of up to 10 held messages: longer to keep them
+    /// while work is slow, 0 to release them to other consumers at once.
+    pub async fn change_visibility(&self, receipt_handles: &[&str], timeout: Duration) -> Result<Vec<EntryFailure>, QueueError> {
+        let entries = receipt_handles
+            .iter()
+            .enumerate()
+            .map(|(i, handle)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(*handle)
+                    .visibility_timeout(timeout.as_secs().min(43_200) as i32)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .expect("id and receipt handle are set");
+        let output = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(QueueError::from_sdk)?;
+        Ok(failures(output.failed()))
+    }
+
+    /// Sends up to 10 bodies in one call; returns, per body, the SQS message id or the
+    /// refusal.
+    pub async fn send(&self, bodies: &[String]) -> Result<Vec<Result<String, EntryFailure>>, QueueError> {
+        let entries = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body).build())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("id and body are set");
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(QueueError::from_sdk)?;
+        let mut results: Vec<Result<String, EntryFailure>> = (0..bodies.len())
+            .map(|index| {
+                Err(EntryFailure { index, code: "Missing".into(), message: "no result for this entry".into(), sender_fault: false })
+            })
+            .collect();
+        for ok in output.successful() {
+            if let Some(slot) = ok.id().parse::<usize>().ok().and_then(|i| results.get_mut(i)) {
+                *slot = Ok(ok.message_id().to_owned());
+            }
+        }
+        for failure in failures(output.failed()) {
+            let index = failure.index;
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Err(failure);
+            }
+        }
+        Ok(results)
+    }
+}
+
+fn failures(failed: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<EntryFailure> {
+    failed
+        .iter()
+        .map(|f| EntryFailure {
+            index: f.id().parse().unwrap_or(usize::MAX),
+            code: f.code().to_owned(),
+            message: f.message().unwrap_or_default().to_owned(),
+            sender_fault: f.sender_fault(),
+        })
+        .collect()
+}

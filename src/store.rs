@@ -1,0 +1,271 @@
+//! The PostgreSQL store: migrations, and the one transaction per batch that makes a
+//! message's row durable before the message may leave SQS.
+//!
+//! Each batch is two set-based statements (`INSERT ... SELECT FROM UNNEST(...) ON
+//! CONFLICT DO NOTHING`), prepared once per connection. A conflict is a duplicate,
+//! and a duplicate is a success: that is what makes redeliveries harmless.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde_json::{json, Value};
+use tokio_postgres::types::Json;
+use tokio_postgres::NoTls;
+
+use crate::envelope::Identity;
+use crate::rejection::{Reason, Rejection};
+use crate::validation::{Classified, Rejected, Verdict};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+const INSERT_MESSAGES: &str = "
+    INSERT INTO message (client_id, event_id, event_type, version, payload, occurred_at, sent_at, received_at, sqs_message_id)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::jsonb[], $6::timestamptz[],
+                         $7::timestamptz[], $8::timestamptz[], $9::text[])
+    ON CONFLICT (client_id, event_id) DO NOTHING";
+
+const INSERT_REJECTED: &str = "
+    INSERT INTO rejected_message (sqs_message_id, body, reason, detail, client_id, event_type, version, event_id,
+                                  receive_count, sent_at, received_at)
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::int4[],
+                         $8::text[], $9::int4[], $10::timestamptz[], $11::timestamptz[])
+    ON CONFLICT (sqs_message_id) DO NOTHING";
+
+/// A failed commit. Nothing of the batch was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error: {}", describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+impl StoreError {
+    /// PostgreSQL refused the data itself (SQLSTATE classes 22 "data exception" and
+    /// 23 "integrity constraint violation"): retrying the same rows cannot succeed.
+    /// Everything else (connection loss, timeouts, deadlocks, shutdown) is transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Postgres(e) => e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23")),
+            StoreError::Pool(_) => false,
+        }
+    }
+}
+
+/// A tokio-postgres error with the server's message, which its `Display` leaves out.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.message(), db.code().code(), db.detail().unwrap_or_default()),
+        None => match std::error::Error::source(e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// What one committed batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// New rows in `message`.
+    pub stored: u64,
+    /// Accepted events whose key already had a row (redeliveries, producer retries).
+    pub duplicates: u64,
+    /// New rows in `rejected_message`.
+    pub rejected: u64,
+    /// Rows PostgreSQL refused, turned into `unstorable` rejections in place.
+    pub unstorable: u64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// A pool of `size` connections to `database_url`. Connects lazily.
+    pub fn connect(database_url: &str, size: usize) -> anyhow::Result<Store> {
+        let mut config: tokio_postgres::Config = database_url
+            .parse()
+            .context("DATABASE_URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("event-processor");
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .context("DATABASE_POOL_SIZE: cannot build the connection pool")?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations. An advisory lock lets replicas start together.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let mut conn = self.pool.get().await.context("cannot connect to DATABASE_URL")?;
+        let client: &mut tokio_postgres::Client = &mut conn;
+        client.execute("SELECT pg_advisory_lock(7351001)", &[]).await?;
+        let result = embedded::migrations::runner().run_async(client).await;
+        client.execute("SELECT pg_advisory_unlock(7351001)", &[]).await?;
+        result.context("migrations failed")?;
+        Ok(())
+    }
+
+    /// A round trip, to tell whether the database is back.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.get().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Commits a batch in one transaction. If PostgreSQL refuses a row permanently,
+    /// the batch is split so that only the refused rows become `unstorable`
+    /// rejections (their verdicts are changed in place) and the rest commit.
+    /// On a transient error nothing is stored and the caller retries.
+    #[tracing::instrument(skip_all, fields(batch = batch.len()), err(Display))]
+    pub async fn commit_batch(&self, batch: &mut [Classified]) -> Result<CommitOutcome, StoreError> {
+        match self.try_commit(batch).await {
+            Err(e) if e.is_permanent() => {
+                tracing::warn!(error = %e, "a row was refused; committing the batch row by row");
+                let mut total = CommitOutcome::default();
+                for item in batch.chunks_mut(1) {
+                    let outcome = match self.try_commit(item).await {
+                        Err(e) if e.is_permanent() => {
+                            let item = &mut item[0];
+                            tracing::warn!(sqs_message_id = %item.message.message_id, error = %e, "rejected as unstorable");
+                            item.verdict = unstorable(&item.verdict, &e);
+                            let mut outcome = self.try_commit(std::slice::from_mut(item)).await?;
+                            outcome.unstorable = 1;
+                            outcome
+                        }
+                        other => other?,
+                    };
+                    total.stored += outcome.stored;
+                    total.duplicates += outcome.duplicates;
+                    total.rejected += outcome.rejected;
+                    total.unstorable += outcome.unstorable;
+                }
+                Ok(total)
+            }
+            other => other,
+        }
+    }
+
+    async fn try_commit(&self, batch: &[Classified]) -> Result<CommitOutcome, StoreError> {
+        let mut events = EventColumns::default();
+        let mut rejects = RejectedColumns::default();
+        for item in batch {
+            match &item.verdict {
+                Verdict::Accepted(e) => {
+                    events.client_id.push(&e.client_id);
+                    events.event_id.push(&e.event_id);
+                    events.event_type.push(&e.event_type);
+                    events.version.push(e.version);
+                    events.payload.push(Json(&e.payload));
+                    events.occurred_at.push(e.occurred_at);
+                    events.sent_at.push(item.message.sent_at);
+                    events.received_at.push(item.message.received_at);
+                    events.sqs_message_id.push(&item.message.message_id);
+                }
+                Verdict::Rejected(r) => {
+                    let m = &item.message;
+                    rejects.sqs_message_id.push(&m.message_id);
+                    // SQS does not allow NUL in bodies, but text columns refuse it: never fail on it.
+                    rejects.body.push(if m.body.contains('\0') { Cow::Owned(m.body.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(&m.body) });
+                    rejects.reason.push(r.rejection.reason.code());
+                    rejects.detail.push(Json(&r.rejection.detail));
+                    rejects.client_id.push(r.identity.client_id.as_deref());
+                    rejects.event_type.push(r.identity.event_type.as_deref());
+                    rejects.version.push(r.identity.version);
+                    rejects.event_id.push(r.identity.event_id.as_deref());
+                    rejects.receive_count.push(m.receive_count);
+                    rejects.sent_at.push(m.sent_at);
+                    rejects.received_at.push(m.received_at);
+                }
+            }
+        }
+
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await?;
+        let mut outcome = CommitOutcome::default();
+        if !events.client_id.is_empty() {
+            let statement = tx.prepare_cached(INSERT_MESSAGES).await?;
+            let e = &events;
+            outcome.stored = tx
+                .execute(
+                    &statement,
+                    &[&e.client_id, &e.event_id, &e.event_type, &e.version, &e.payload, &e.occurred_at, &e.sent_at, &e.received_at, &e.sqs_message_id],
+                )
+                .await?;
+            outcome.duplicates = events.client_id.len() as u64 - outcome.stored;
+        }
+        if !rejects.sqs_message_id.is_empty() {
+            let statement = tx.prepare_cached(INSERT_REJECTED).await?;
+            let r = &rejects;
+            outcome.rejected = tx
+                .execute(
+                    &statement,
+                    &[&r.sqs_message_id, &r.body, &r.reason, &r.detail, &r.client_id, &r.event_type, &r.version, &r.event_id, &r.receive_count, &r.sent_at, &r.received_at],
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// The rejection that replaces a verdict PostgreSQL refused to store.
+fn unstorable(verdict: &Verdict, error: &StoreError) -> Verdict {
+    let identity = match verdict {
+        Verdict::Accepted(e) => Identity {
+            client_id: Some(e.client_id.clone()),
+            event_type: Some(e.event_type.clone()),
+            version: Some(e.version),
+            event_id: Some(e.event_id.clone()),
+        },
+        Verdict::Rejected(r) => r.identity.clone(),
+    };
+    let detail: Value = json!({ "error": format!("PostgreSQL refused the row: {error}") });
+    Verdict::Rejected(Rejected { rejection: Rejection { reason: Reason::Unstorable, detail }, identity })
+}
+
+/// Column arrays for the `message` insert.
+#[derive(Default)]
+struct EventColumns<'a> {
+    client_id: Vec<&'a str>,
+    event_id: Vec<&'a str>,
+    event_type: Vec<&'a str>,
+    version: Vec<i32>,
+    payload: Vec<Json<&'a Value>>,
+    occurred_at: Vec<Option<DateTime<Utc>>>,
+    sent_at: Vec<Option<DateTime<Utc>>>,
+    received_at: Vec<DateTime<Utc>>,
+    sqs_message_id: Vec<&'a str>,
+}
+
+/// Column arrays for the `rejected_message` insert.
+#[derive(Default)]
+struct RejectedColumns<'a> {
+    sqs_message_id: Vec<&'a str>,
+    body: Vec<Cow<'a, str>>,
+    reason: Vec<&'static str>,
+    detail: Vec<Json<&'a Value>>,
+    client_id: Vec<Option<&'a str>>,
+    event_type: Vec<Option<&'a str>>,
+    version: Vec<Option<i32>>,
+    event_id: Vec<Option<&'a str>>,
+    receive_count: Vec<i32>,
+    sent_at: Vec<Option<DateTime<Utc>>>,
+    received_at: Vec<DateTime<Utc>>,
+}

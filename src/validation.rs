@@ -1,0 +1,121 @@
+//! Classification: every received message becomes exactly one row, either an
+//! accepted [`Event`] for `message` or a [`Rejected`] one for `rejected_message`.
+//!
+//! Order of checks: JSON, envelope, storability, client, event type and version,
+//! subscription, schema. Storability comes before the registry so that a payload
+//! PostgreSQL would refuse never reaches a batch insert.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::envelope::{find_nul, Envelope, Identity};
+use crate::queue::Received;
+use crate::registry::{violation, Registry};
+use crate::rejection::{Reason, Rejection};
+
+/// An accepted event, ready for the `message` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub client_id: String,
+    /// The idempotency key: the producer's `event_id`, or the SQS message id.
+    pub event_id: String,
+    pub event_type: String,
+    pub version: i32,
+    pub payload: Value,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// A rejected message, ready for the `rejected_message` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub rejection: Rejection,
+    pub identity: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Accepted(Event),
+    Rejected(Rejected),
+}
+
+impl Verdict {
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Verdict::Accepted(_) => None,
+            Verdict::Rejected(r) => Some(r.rejection.reason),
+        }
+    }
+}
+
+/// A received message with its verdict: one row to commit, one message to delete.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub message: Received,
+    pub verdict: Verdict,
+}
+
+/// Decides what a message body becomes. Pure: no I/O, cheap enough for the poller.
+pub fn classify(body: &str, sqs_message_id: &str, registry: &Registry) -> Verdict {
+    let envelope = match Envelope::parse(body) {
+        Ok(envelope) => envelope,
+        Err((rejection, identity)) => return Verdict::Rejected(Rejected { rejection, identity }),
+    };
+    let reject = |rejection: Rejection| Verdict::Rejected(Rejected { rejection, identity: envelope.identity() });
+    if let Some(path) = find_nul(&envelope.payload) {
+        return reject(Rejection::new(
+            Reason::Unstorable,
+            format!("payload{path}: U+0000 cannot be stored in PostgreSQL jsonb"),
+        ));
+    }
+    let schema = match registry.schema_for(&envelope.client_id, &envelope.event_type, envelope.version) {
+        Ok(schema) => schema,
+        Err(rejection) => return reject(rejection),
+    };
+    if let Some(rejection) = violation(schema, &envelope.payload) {
+        return reject(rejection);
+    }
+    let Envelope { client_id, event_type, version, event_id, occurred_at, payload } = envelope;
+    Verdict::Accepted(Event {
+        client_id,
+        event_id: event_id.unwrap_or_else(|| sqs_message_id.to_owned()),
+        event_type,
+        version,
+        payload,
+        occurred_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RegistryFile;
+
+    fn verdict(body: &str) -> Verdict {
+        let registry = Registry::from_file(&RegistryFile::demo()).unwrap();
+        classify(body, "sqs-1", &registry)
+    }
+
+    #[test]
+    fn legacy_message_is_keyed_by_the_sqs_message_id() {
+        let Verdict::Accepted(e) = verdict(r#"{"event_type":"monitor-app","client_id":"client-1","message":"hi"}"#) else {
+            panic!("rejected")
+        };
+        assert_eq!((e.event_id.as_str(), e.version), ("sqs-1", 1));
+    }
+
+    #[test]
+    fn each_check_has_its_reason() {
+        let cases = [
+            ("Hello World", Reason::MalformedJson),
+            (r#"{"client_id":"client-1"}"#, Reason::InvalidEnvelope),
+            (r#"{"client_id":"nobody","event_type":"user-app","message":"x"}"#, Reason::UnknownClient),
+            (r#"{"client_id":"client-1","event_type":"user-app","version":7,"message":"x"}"#, Reason::UnknownEventType),
+            (r#"{"client_id":"client-3","event_type":"transaction-app","message":"x"}"#, Reason::NotSubscribed),
+            (r#"{"client_id":"client-1","event_type":"user-app","version":2,"payload":{}}"#, Reason::SchemaViolation),
+            (r#"{"client_id":"client-1","event_type":"user-app","message":"a\u0000b"}"#, Reason::Unstorable),
+        ];
+        for (body, reason) in cases {
+            assert_eq!(verdict(body).reason(), Some(reason), "{body}");
+        }
+    }
+}
