@@ -145,3 +145,17 @@ fn at_least_one(s: &str) -> Result<usize, String> {
         _ => Err("expected a whole number >= 1".to_owned()),
     }
 }
+
+impl DatabaseArgs {
+    /// Database settings from the environment alone, for commands that need the
+    /// database only for some options.
+    pub fn try_from_env() -> anyhow::Result<DatabaseArgs> {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            database: DatabaseArgs,
+        }
+        use clap::Parser;
+        Ok(Only::try_parse_from(["database"]).map_err(|e| anyhow::anyhow!("{e}"))?.database)
+    }
+}

@@ -1,1 +1,193 @@
-fn main(){}
+//! `producers`: sends realistic multi-tenant load to the queue.
+//! `producers verify`: checks that every acknowledged event is stored exactly once.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use event_processor::config::{self, DatabaseArgs, LogArgs, QueueArgs};
+use event_processor::producers::load::{self, Generator, LoadSettings, Mix};
+use event_processor::producers::templates::EventsFile;
+use event_processor::producers::{manifest, verify};
+use event_processor::registry::{self, RegistryFile};
+use event_processor::telemetry;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(version, about = "Generates realistic event load, and verifies nothing was lost.", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    send: SendArgs,
+    #[command(flatten)]
+    queue: QueueArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the database against a manifest: lost, duplicated, misclassified.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// Event templates.
+    #[arg(long, default_value = "deployments/events.json")]
+    events_file: PathBuf,
+    /// Events per second; 0 sends as fast as possible.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Stop after this many events (default: until Ctrl-C or --duration).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long, e.g. 30s, 5m.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Concurrent SendMessageBatch calls.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Spread load over client-1..N, registering the missing ones (needs DATABASE_URL).
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Share of bad input (not JSON, missing fields, unknown client/type, not subscribed,
+    /// schema violations, \u0000, oversized).
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    invalid_ratio: f64,
+    /// Share of re-sends of an already sent event_id.
+    #[arg(long, default_value_t = 0.0, value_parser = ratio)]
+    duplicate_ratio: f64,
+    /// Send exactly the original producers' messages every 100 ms.
+    #[arg(long)]
+    legacy: bool,
+    /// Write one JSON line per acknowledged event, for `verify`.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Seed for a reproducible mix.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// No progress bar or progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Keep checking for up to this many seconds until nothing is missing (the
+    /// processor may still be draining).
+    #[arg(long, default_value_t = 0)]
+    wait_secs: u64,
+    /// Print the report as one JSON line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if let Err(e) = config::load_dotenv() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    telemetry::init(cli.log.log_format);
+    let result = match cli.command {
+        Some(Command::Verify(args)) => verify(args, &cli.queue).await,
+        None => send(cli.send, &cli.queue).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn send(args: SendArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
+    let events = EventsFile::read(&args.events_file)?;
+    if let Some(n) = args.clients {
+        let database = DatabaseArgs::try_from_env()?;
+        let store = database.open().await?;
+        let report = registry::tenants(&RegistryFile::demo(), n).apply(&mut *store.pool().get().await?, false).await?;
+        tracing::info!(clients = report.clients, "tenants registered");
+    }
+    let mix = Mix { invalid_ratio: args.invalid_ratio, duplicate_ratio: args.duplicate_ratio };
+    let generator = Generator::new(events, mix, args.clients, args.seed);
+    let manifest = args.manifest.as_deref().map(manifest::Writer::create).transpose()?;
+    let settings = LoadSettings {
+        rate: args.rate,
+        count: args.count,
+        duration: args.duration,
+        concurrency: args.concurrency,
+        legacy: args.legacy,
+        progress: !args.quiet,
+    };
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    let summary = load::run(queue.open().await?, generator, settings, manifest, stop).await?;
+    println!(
+        "sent {} events in {:.1}s ({:.0}/s), {} failed; by expected outcome: {:?}",
+        summary.acknowledged,
+        summary.elapsed.as_secs_f64(),
+        summary.rate(),
+        summary.failed,
+        summary.by_expect
+    );
+    Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn verify(args: VerifyArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
+    let entries = manifest::read(&args.manifest)?;
+    let store = event_processor::store::Store::connect(&args.database.database_url, 1)?;
+    let conn = store.pool().get().await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_secs);
+    let mut report = loop {
+        let report = verify::check(&**conn, &entries).await?;
+        if report.lost == 0 || tokio::time::Instant::now() >= deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if let Ok(client) = event_processor::queue::sdk_client().await {
+        if let Ok(dlq) = queue.open_dead_letters(client).await {
+            report.dead_lettered = dlq.depth().await.ok().map(|(visible, in_flight)| visible + in_flight);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{report}");
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("expected a number from 0 to 1".to_owned()),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = number.parse().map_err(|_| format!("expected a duration such as 30s or 5m, got '{s}'"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("expected a duration such as 30s or 5m, got '{s}'")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}

@@ -1,1 +1,9 @@
-//! Load generation and verification (see the `producers` binary).
+//! The `producers` side: realistic multi-tenant load ([`load`]), from templates
+//! ([`templates`]), with a manifest of what SQS acknowledged ([`manifest`]), and the
+//! verifier that checks every acknowledged event ended in the database exactly once
+//! ([`verify`]).
+
+pub mod load;
+pub mod manifest;
+pub mod templates;
+pub mod verify;
