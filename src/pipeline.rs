@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::backoff::Backoff;
-use crate::queue::{Queue, MAX_BATCH};
+use crate::queue::{Queue, Received, MAX_BATCH};
 use crate::registry::{Registry, SharedRegistry};
 use crate::stats::{Snapshot, Stats};
 use crate::store::{CommitOutcome, Store};
@@ -72,9 +72,8 @@ impl Default for Settings {
     }
 }
 
-/// A registry miss reloads the registry at most this often, so a new client is
-/// accepted at once, and a flood of unknown clients costs one query a second.
-const MISS_RELOAD_AGE: Duration = Duration::from_secs(1);
+/// On shutdown, how long a receive already under way may take to answer.
+const RECEIVE_GRACE: Duration = Duration::from_millis(500);
 
 /// The processor: one queue, one store, one registry.
 pub struct Processor {
@@ -221,23 +220,27 @@ impl Shared {
         self.healthy.send_if_modified(|h| std::mem::replace(h, healthy) != healthy);
     }
 
-    /// Classifies a message; a registry miss first reloads a snapshot older than a second.
-    async fn classify(&self, body: &str, message_id: &str, registry: &mut Arc<Registry>) -> Verdict {
-        let verdict = classify(body, message_id, registry);
-        if !verdict.reason().is_some_and(|r| r.is_registry_miss()) || self.processor.registry.age() < MISS_RELOAD_AGE {
+    /// Classifies a message. Before rejecting one for a registry miss, makes sure the
+    /// registry includes every change committed before the message was received.
+    async fn classify(&self, message: &Received, registry: &mut Arc<Registry>) -> Verdict {
+        let verdict = classify(&message.body, &message.message_id, registry);
+        if !verdict.reason().is_some_and(|r| r.is_registry_miss()) {
             return verdict;
         }
-        if let Ok(conn) = self.processor.store.pool().get().await {
-            if let Err(e) = self.processor.registry.refresh_if_older(&**conn, MISS_RELOAD_AGE).await {
-                warn!(error = %e, "registry reload failed");
+        match self.processor.store.pool().get().await {
+            Ok(conn) => {
+                if let Err(e) = self.processor.registry.ensure_current(&**conn, message.received_at).await {
+                    warn!(error = %e, "registry check failed");
+                }
             }
+            Err(e) => warn!(error = %e, "registry check failed"),
         }
         let latest = self.processor.registry.snapshot();
         if Arc::ptr_eq(&latest, registry) {
             return verdict;
         }
         *registry = latest;
-        classify(body, message_id, registry)
+        classify(&message.body, &message.message_id, registry)
     }
 
     fn record(&self, outcome: &CommitOutcome, batch: &[Classified]) {
@@ -325,12 +328,20 @@ async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Classified>) {
             permits = shared.held.slots.acquire_many(MAX_BATCH as u32) => permits.expect("slots are never closed"),
         };
         room.forget();
+        let receive = shared.processor.queue.receive(MAX_BATCH, shared.settings().wait_time);
+        tokio::pin!(receive);
         let received = tokio::select! {
-            _ = cancel.cancelled() => {
-                shared.held.slots.add_permits(MAX_BATCH);
-                return;
-            }
-            r = shared.processor.queue.receive(MAX_BATCH, shared.settings().wait_time) => r,
+            r = &mut receive => r,
+            // A receive that is answering lets its messages be finished rather than
+            // dropped (they would stay invisible for a whole visibility timeout); one
+            // that is only waiting on an empty queue is abandoned.
+            _ = cancel.cancelled() => match tokio::time::timeout(RECEIVE_GRACE, &mut receive).await {
+                Ok(r) => r,
+                Err(_) => {
+                    shared.held.slots.add_permits(MAX_BATCH);
+                    return;
+                }
+            },
         };
         let messages = match received {
             Ok(messages) => messages,
@@ -358,7 +369,7 @@ async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Classified>) {
         }
         let mut registry = shared.processor.registry.snapshot();
         for message in messages {
-            let verdict = shared.classify(&message.body, &message.message_id, &mut registry).await;
+            let verdict = shared.classify(&message, &mut registry).await;
             if tx.send(Classified { message, verdict }).await.is_err() {
                 return; // the batcher is gone: `run` releases what is held
             }
@@ -475,14 +486,14 @@ async fn probe_database(shared: Arc<Shared>) {
     }
 }
 
-/// Reloads the registry periodically, so changed schemas apply without a restart.
+/// Checks the registry version periodically, so changed schemas apply without a restart.
 async fn refresh_registry(shared: Arc<Shared>) {
     let every = shared.settings().registry_refresh.max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
         let Ok(conn) = shared.processor.store.pool().get().await else { continue };
-        if let Err(e) = shared.processor.registry.refresh_if_older(&**conn, every / 2).await {
-            warn!(error = %e, "registry reload failed");
+        if let Err(e) = shared.processor.registry.ensure_current(&**conn, chrono::Utc::now()).await {
+            warn!(error = %e, "registry check failed");
         }
     }
 }

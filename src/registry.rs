@@ -2,15 +2,17 @@
 //! receive, and the JSON Schema each payload is validated against.
 //!
 //! The processor holds a [`Registry`] snapshot with every schema compiled once;
-//! [`SharedRegistry`] swaps in a fresh snapshot periodically and on a miss, so a
-//! registration made while the processor runs takes effect within seconds.
+//! [`SharedRegistry`] swaps in a fresh snapshot when the database's
+//! `registry_version` (bumped by triggers on every change) moves. It checks
+//! periodically, and before it rejects a message for a registry miss, so a
+//! registration committed before a message was received always applies to it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_postgres::GenericClient;
@@ -40,6 +42,8 @@ impl Schema {
 /// An immutable snapshot of the registry.
 #[derive(Default)]
 pub struct Registry {
+    /// `registry_version` when this snapshot was read (0 when not from a database).
+    version: i64,
     /// Client id -> the event types it is subscribed to.
     clients: HashMap<String, HashSet<String>>,
     /// Event type -> version -> compiled schema.
@@ -89,7 +93,9 @@ impl Registry {
     /// error log: its events are rejected as `unknown_event_type` rather than stopping
     /// the processor.
     pub async fn load(db: &impl GenericClient, previous: Option<&Registry>) -> Result<Registry, tokio_postgres::Error> {
-        let mut registry = Registry::default();
+        // The version first: the data read after it is at least that new.
+        let version = db.query_one("SELECT version FROM registry_version", &[]).await?.get(0);
+        let mut registry = Registry { version, ..Registry::default() };
         for row in db.query("SELECT id FROM client", &[]).await? {
             registry.clients.insert(row.get(0), HashSet::new());
         }
@@ -124,20 +130,22 @@ impl Registry {
     }
 }
 
-/// The current snapshot, replaced by a fresh one when it is older than allowed.
+/// The current snapshot, replaced when the database's registry version moves.
 pub struct SharedRegistry {
     current: RwLock<Arc<Registry>>,
-    loaded_at: Mutex<Instant>,
-    /// Serializes reloads so a burst of misses causes one query, not hundreds.
-    reloading: tokio::sync::Mutex<()>,
+    /// When the last version check (or load) started: a miss for a message received
+    /// before that is authoritative.
+    checked_at: Mutex<DateTime<Utc>>,
+    /// Serializes checks, so a burst of misses costs one query, not one each.
+    checking: tokio::sync::Mutex<()>,
 }
 
 impl SharedRegistry {
     pub fn new(registry: Registry) -> Self {
         SharedRegistry {
             current: RwLock::new(Arc::new(registry)),
-            loaded_at: Mutex::new(Instant::now()),
-            reloading: tokio::sync::Mutex::new(()),
+            checked_at: Mutex::new(DateTime::<Utc>::MIN_UTC),
+            checking: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -145,21 +153,26 @@ impl SharedRegistry {
         self.current.read().expect("registry lock").clone()
     }
 
-    pub fn age(&self) -> Duration {
-        self.loaded_at.lock().expect("registry lock").elapsed()
-    }
-
-    /// Reloads from the database unless the snapshot is younger than `max_age`.
-    /// Returns whether a reload happened.
-    pub async fn refresh_if_older(&self, db: &impl GenericClient, max_age: Duration) -> Result<bool, tokio_postgres::Error> {
-        let _one_at_a_time = self.reloading.lock().await;
-        if self.age() < max_age {
+    /// Makes sure the snapshot includes every registry change committed before `at`:
+    /// one cheap version query, and a reload only when the version moved.
+    /// Returns whether the snapshot was replaced.
+    pub async fn ensure_current(&self, db: &impl GenericClient, at: DateTime<Utc>) -> Result<bool, tokio_postgres::Error> {
+        let _one_at_a_time = self.checking.lock().await;
+        if *self.checked_at.lock().expect("registry lock") > at {
             return Ok(false);
         }
-        let fresh = Registry::load(db, Some(&self.snapshot())).await?;
-        *self.current.write().expect("registry lock") = Arc::new(fresh);
-        *self.loaded_at.lock().expect("registry lock") = Instant::now();
-        Ok(true)
+        let started = Utc::now();
+        let version: i64 = db.query_one("SELECT version FROM registry_version", &[]).await?.get(0);
+        let current = self.snapshot();
+        let replaced = version != current.version;
+        if replaced {
+            let fresh = Registry::load(db, Some(&current)).await?;
+            let (clients, event_types) = fresh.size();
+            tracing::info!(version = fresh.version, clients, event_types, "registry reloaded");
+            *self.current.write().expect("registry lock") = Arc::new(fresh);
+        }
+        *self.checked_at.lock().expect("registry lock") = started;
+        Ok(replaced)
     }
 }
 
@@ -296,7 +309,6 @@ impl RegistryFile {
                 .await
                 .with_context(|| format!("subscription of '{}' to '{}'", s.client, s.event_type))?;
         }
-        tx.execute("NOTIFY registry_changed", &[]).await?;
         tx.commit().await?;
         Ok(report)
     }

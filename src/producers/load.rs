@@ -519,14 +519,13 @@ mod tests {
 
     #[test]
     fn every_generated_event_classifies_as_expected() {
-        let registry = Registry::from_file(&RegistryFile::demo()).unwrap();
         let mut generator =
             Generator::new(EventsFile::demo(), Mix { invalid_ratio: 0.3, duplicate_ratio: 0.1 }, Some(5), Some(7));
         let extra = crate::registry::tenants(&RegistryFile::demo(), 5);
         let mut file = RegistryFile::demo();
         file.clients.extend(extra.clients);
         file.subscriptions.extend(extra.subscriptions);
-        let registry_with_tenants = Registry::from_file(&file).unwrap();
+        let registry = Registry::from_file(&file).unwrap();
         for kind in Invalid::ALL {
             let o = generator.invalid(kind);
             assert!(o.body.len() < SQS_MAX_BYTES, "{kind:?} too large");
@@ -535,7 +534,7 @@ mod tests {
         }
         for _ in 0..2_000 {
             let o = generator.next_event();
-            let got = classify(&o.body, "m", &registry_with_tenants).reason();
+            let got = classify(&o.body, "m", &registry).reason();
             match o.expect {
                 Expect::Stored | Expect::Duplicate => assert_eq!(got, None, "{}", o.body),
                 Expect::Rejected(reason) => assert_eq!(got, Some(reason), "{}", &o.body[..o.body.len().min(300)]),

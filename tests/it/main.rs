@@ -1,0 +1,9 @@
+//! Integration tests against real LocalStack (SQS) and PostgreSQL.
+//! Start the services first: `deployments/local/start.sh` (the test command does).
+//! Set TEST_LOG=1 to see the processor's logs.
+
+mod binaries;
+mod harness;
+mod processor;
+mod producers;
+mod store;

@@ -1,0 +1,46 @@
+//! The store's last line of defence: a row PostgreSQL refuses is isolated.
+
+use chrono::Utc;
+use event_processor::queue::Received;
+use event_processor::rejection::Reason;
+use event_processor::validation::{Classified, Event, Verdict};
+
+use crate::harness::TestEnv;
+
+fn accepted(event_id: &str, payload: serde_json::Value) -> Classified {
+    Classified {
+        message: Received {
+            message_id: format!("sqs-{event_id}"),
+            receipt_handle: String::new(),
+            body: "{}".into(),
+            receive_count: 1,
+            sent_at: None,
+            received_at: Utc::now(),
+        },
+        verdict: Verdict::Accepted(Event {
+            client_id: "client-1".into(),
+            event_id: event_id.into(),
+            event_type: "user-app".into(),
+            version: 1,
+            payload,
+            occurred_at: None,
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_postgres_refuses_is_split_out_as_unstorable_and_the_rest_commits() {
+    let env = TestEnv::new().await;
+    // Validation would catch this; bypass it to prove the store defends itself too.
+    let mut batch: Vec<Classified> = (0..5).map(|i| accepted(&format!("ok-{i}"), serde_json::json!("fine"))).collect();
+    batch.insert(2, accepted("bad", serde_json::json!("nul \u{0} inside")));
+    let outcome = env.store.commit_batch(&mut batch).await.unwrap();
+    assert_eq!((outcome.stored, outcome.unstorable, outcome.rejected), (5, 1, 1));
+    assert_eq!(batch[2].verdict.reason(), Some(Reason::Unstorable));
+    assert_eq!(env.count("SELECT count(*) FROM message").await, 5);
+    assert_eq!(env.count("SELECT count(*) FROM rejected_message WHERE reason = 'unstorable' AND event_id = 'bad'").await, 1);
+
+    // Committing the same batch again is all duplicates, and still a success.
+    let again = env.store.commit_batch(&mut batch).await.unwrap();
+    assert_eq!((again.stored, again.duplicates, again.rejected), (0, 5, 0));
+}
