@@ -38,7 +38,8 @@ fn bench(c: &mut Criterion) {
             .await
             .expect("PostgreSQL answers (start it with deployments/local/start.sh)");
         tokio::spawn(conn);
-        admin.batch_execute("DROP DATABASE IF EXISTS ep_bench WITH (FORCE); CREATE DATABASE ep_bench").await.unwrap();
+        admin.batch_execute("DROP DATABASE IF EXISTS ep_bench WITH (FORCE)").await.unwrap();
+        admin.batch_execute("CREATE DATABASE ep_bench").await.unwrap();
         let store = Store::connect(&format!("{}/ep_bench", server_url()), 4).unwrap();
         store.migrate().await.unwrap();
         RegistryFile::demo().apply(&mut store.pool().get().await.unwrap(), false).await.unwrap();
