@@ -31,6 +31,21 @@ struct Cli {
 enum Command {
     /// Check the database against a manifest: lost, duplicated, misclassified.
     Verify(VerifyArgs),
+    /// Receive and delete without processing: the raw drain rate, a benchmark's ceiling.
+    Drain(DrainArgs),
+}
+
+#[derive(Args)]
+struct DrainArgs {
+    /// Concurrent long polls (as PROCESSOR_POLLERS).
+    #[arg(long, env = "PROCESSOR_POLLERS", value_name = "PROCESSOR_POLLERS", default_value_t = 4)]
+    pollers: usize,
+    /// Stop after deleting this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop when the queue stayed empty this many seconds.
+    #[arg(long, default_value_t = 3)]
+    idle_secs: u64,
 }
 
 #[derive(Args)]
@@ -99,6 +114,7 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log.log_format);
     let result = match cli.command {
         Some(Command::Verify(args)) => verify(args, &cli.queue).await,
+        Some(Command::Drain(args)) => drain(args, &cli.queue).await,
         None => send(cli.send, &cli.queue).await,
     };
     match result {
@@ -170,6 +186,18 @@ async fn verify(args: VerifyArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode>
         println!("{report}");
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn drain(args: DrainArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
+    let summary = event_processor::producers::drain::run(
+        queue.open().await?,
+        args.pollers,
+        args.count,
+        Duration::from_secs(args.idle_secs),
+    )
+    .await?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ratio(s: &str) -> Result<f64, String> {

@@ -3,6 +3,7 @@
 //! verifier that checks every acknowledged event ended in the database exactly once
 //! ([`verify`]).
 
+pub mod drain;
 pub mod load;
 pub mod manifest;
 pub mod templates;

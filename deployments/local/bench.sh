@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: the processor against the raw SQS drain rate, in one run.
+#
+# Per run: N messages (95% valid v2 events across 50 tenants, 4% bad input of every
+# kind, 1% duplicates) are preloaded into two fresh queues. The processor drains and
+# stores the first; `producers drain` (receive + delete only, same SDK and number of
+# long polls) drains the second. Then, with the processor still running, producers send
+# LATENCY_N more at half the measured drain rate, for SentTimestamp -> commit latency.
+# Prints a table and one JSON line per run, then the medians.
+#
+#   deployments/local/bench.sh                # N=50000, RUNS=3
+#   N=10000 RUNS=1 deployments/local/bench.sh
+source "$(dirname "$0")/env.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+N=${N:-50000}
+RUNS=${RUNS:-3}
+LATENCY_N=${LATENCY_N:-10000}
+[ -x /usr/bin/time ] || { [ "$(id -u)" = 0 ] && apt-get install -y -qq time >/dev/null; } || die "GNU time is needed: apt-get install time"
+
+"$here/start.sh" >/dev/null 2>&1
+cd "$ROOT"
+cargo build --release --bins --quiet
+bin="$ROOT/target/release"
+out="$CACHE_DIR/bench"
+mkdir -p "$out"
+server=${DATABASE_URL%/*}
+db="$server/ep_bench_e2e"
+aws() { "$VENV/bin/awslocal" "$@"; }
+results="$out/results.jsonl"
+: > "$results"
+
+for run in $(seq 1 "$RUNS"); do
+  log "run $run/$RUNS: preparing $N messages in two fresh queues"
+  psql "$server/postgres" -qc "DROP DATABASE IF EXISTS ep_bench_e2e WITH (FORCE)" -c "CREATE DATABASE ep_bench_e2e" >/dev/null
+  DATABASE_URL=$db "$bin/processor" registry apply deployments/registry.json >/dev/null 2>&1
+  stamp=$(date +%s)-$run
+  q_proc=$(aws sqs create-queue --queue-name "ep-bench-proc-$stamp" --output text --query QueueUrl)
+  q_drain=$(aws sqs create-queue --queue-name "ep-bench-drain-$stamp" --output text --query QueueUrl)
+  for q in "$q_proc" "$q_drain"; do
+    DATABASE_URL=$db SQS_QUEUE_URL=$q "$bin/producers" --count "$N" --rate 0 --concurrency 8 --clients 50 \
+      --invalid-ratio 0.04 --duplicate-ratio 0.01 --seed "$run" --manifest "$out/manifest-$(basename "$q").jsonl" --quiet >/dev/null 2>&1
+  done
+
+  log "run $run: raw drain (receive + delete)"
+  SQS_QUEUE_URL=$q_drain /usr/bin/time -f '%U %S %M' -o "$out/drain.time" \
+    "$bin/producers" drain --count "$N" --idle-secs 5 > "$out/drain.json"
+
+  log "run $run: processor"
+  DATABASE_URL=$db SQS_QUEUE_URL=$q_proc PROCESSOR_STATS_INTERVAL_SECS=0 RUST_LOG=warn \
+    /usr/bin/time -f '%U %S %M' -o "$out/processor.time" "$bin/processor" &
+  pid=$!
+  DATABASE_URL=$db "$bin/producers" verify --manifest "$out/manifest-$(basename "$q_proc").jsonl" --wait-secs 600 --json > "$out/verify.json" || true
+  drain_rate=$(python3 -c "import json;print(json.load(open('$out/drain.json'))['per_second'])")
+  latency_rate=$(python3 -c "print(max(1, int($drain_rate / 2)))")
+  log "run $run: latency at $latency_rate/s (half the drain rate)"
+  mark=$(psql "$db" -Atc "SELECT now()")
+  DATABASE_URL=$db SQS_QUEUE_URL=$q_proc "$bin/producers" --count "$LATENCY_N" --rate "$latency_rate" --concurrency 8 \
+    --clients 50 --seed "$((run + 100))" --manifest "$out/latency.jsonl" --quiet >/dev/null 2>&1
+  DATABASE_URL=$db "$bin/producers" verify --manifest "$out/latency.jsonl" --wait-secs 120 --json > "$out/verify-latency.json" || true
+  # `time` does not forward signals: stop its child.
+  pkill -TERM -P "$pid"; wait "$pid" || true
+  # A process's CPU from the OS (user + sys), its peak RSS, and the database's timestamps:
+  # received_at is set on receive, stored_at is the committing transaction's time.
+  psql "$db" -AtF ' ' -c "
+    WITH rows AS (SELECT received_at, stored_at, sent_at FROM message UNION ALL
+                  SELECT received_at, stored_at, sent_at FROM rejected_message)
+    SELECT count(*) FILTER (WHERE received_at < '$mark'),
+           extract(epoch FROM max(stored_at) FILTER (WHERE received_at < '$mark') - min(received_at)),
+           1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - sent_at)) FILTER (WHERE received_at >= '$mark'),
+           1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - sent_at)) FILTER (WHERE received_at >= '$mark'),
+           (SELECT count(*) FROM message), (SELECT count(*) FROM rejected_message)
+    FROM rows" > "$out/db.txt"
+  python3 - "$out" "$N" "$LATENCY_N" >> "$results" <<'PY'
+import json, sys
+out, n, latency_n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+pu, ps, prss = open(f"{out}/processor.time").read().split()[-3:]
+du, ds, drss = open(f"{out}/drain.time").read().split()[-3:]
+rows, seconds, p50, p99, stored, rejected = open(f"{out}/db.txt").read().split()
+drain = json.load(open(f"{out}/drain.json"))
+verify = json.load(open(f"{out}/verify.json"))
+verify_latency = json.load(open(f"{out}/verify-latency.json"))
+proc_rate = n / float(seconds)  # every message, duplicates included, as the drain counts
+proc_cpu_us = (float(pu) + float(ps)) * 1e6 / (n + latency_n)
+drain_cpu_us = (float(du) + float(ds)) * 1e6 / drain["deleted"]
+print(json.dumps({
+    "n": n, "processor_msgs_per_s": round(proc_rate), "drain_msgs_per_s": round(drain["per_second"]),
+    "throughput_ratio": round(proc_rate / drain["per_second"], 3),
+    "processor_cpu_us_per_msg": round(proc_cpu_us, 1), "drain_cpu_us_per_msg": round(drain_cpu_us, 1),
+    "cpu_ratio": round(proc_cpu_us / drain_cpu_us, 3),
+    "processor_peak_rss_mib": round(int(prss) / 1024, 1), "drain_peak_rss_mib": round(int(drss) / 1024, 1),
+    "latency_p50_ms": round(float(p50), 1), "latency_p99_ms": round(float(p99), 1),
+    "stored": int(stored), "rejected": int(rejected),
+    "expected_stored": verify["expected_stored"] + verify_latency["expected_stored"],
+    "expected_rejected": verify["expected_rejected"] + verify_latency["expected_rejected"],
+    "lost": verify["lost"] + verify_latency["lost"], "duplicated": verify["duplicated"] + verify_latency["duplicated"],
+    "misclassified": verify["misclassified"] + verify_latency["misclassified"],
+}))
+PY
+  tail -n 1 "$results"
+  aws sqs delete-queue --queue-url "$q_proc"; aws sqs delete-queue --queue-url "$q_drain"
+done
+
+python3 - "$results" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+keys = ["processor_msgs_per_s", "drain_msgs_per_s", "throughput_ratio", "processor_cpu_us_per_msg",
+        "drain_cpu_us_per_msg", "cpu_ratio", "processor_peak_rss_mib", "latency_p50_ms", "latency_p99_ms",
+        "lost", "duplicated", "misclassified"]
+median = {k: statistics.median(r[k] for r in runs) for k in keys}
+print(f"\nmedians of {len(runs)} run(s), N={runs[0]['n']}")
+for k in keys:
+    print(f"  {k:<28} {median[k]:>10}   runs: {[r[k] for r in runs]}")
+checks = all(r["stored"] == r["expected_stored"] and r["rejected"] == r["expected_rejected"] for r in runs)
+print(f"  counts match expectations     {checks}")
+print(json.dumps({"median": median, "runs": len(runs), "counts_ok": checks}))
+PY

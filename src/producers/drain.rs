@@ -1,0 +1,74 @@
+//! The raw drain: receive and delete, nothing else. It is the ceiling the processor is
+//! measured against in the end-to-end benchmark: same SDK, same number of long polls,
+//! deletes pipelined like the processor's.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::queue::{Queue, MAX_BATCH};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainSummary {
+    pub deleted: u64,
+    /// From the first message received to the last one deleted.
+    pub seconds: f64,
+    pub per_second: f64,
+}
+
+/// Drains until `count` messages are deleted, or the queue stays empty for `idle`.
+pub async fn run(queue: Queue, pollers: usize, count: Option<u64>, idle: Duration) -> anyhow::Result<DrainSummary> {
+    let deleted = Arc::new(AtomicU64::new(0));
+    let first = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let last = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let in_flight = Arc::new(Semaphore::new(1000));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..pollers.max(1) {
+        let (queue, deleted, first, last, in_flight) = (queue.clone(), deleted.clone(), first.clone(), last.clone(), in_flight.clone());
+        tasks.spawn(async move {
+            let mut deletes = tokio::task::JoinSet::new();
+            let mut idle_since = Instant::now();
+            loop {
+                if count.is_some_and(|c| deleted.load(Relaxed) >= c) || idle_since.elapsed() >= idle {
+                    break;
+                }
+                let permits = in_flight.clone().acquire_many_owned(MAX_BATCH as u32).await?;
+                let messages = queue.receive(MAX_BATCH, Duration::from_secs(1)).await?;
+                if messages.is_empty() {
+                    continue;
+                }
+                idle_since = Instant::now();
+                first.get_or_init(Instant::now);
+                let (queue, deleted, last) = (queue.clone(), deleted.clone(), last.clone());
+                deletes.spawn(async move {
+                    let handles: Vec<&str> = messages.iter().map(|m| m.receipt_handle.as_str()).collect();
+                    let failures = queue.delete(&handles).await?;
+                    deleted.fetch_add((handles.len() - failures.len()) as u64, Relaxed);
+                    *last.lock().expect("lock") = Some(Instant::now());
+                    drop(permits);
+                    anyhow::Ok(())
+                });
+                while let Some(done) = deletes.try_join_next() {
+                    done??;
+                }
+            }
+            while let Some(done) = deletes.join_next().await {
+                done??;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let deleted = deleted.load(Relaxed);
+    let seconds = match (first.get(), *last.lock().expect("lock")) {
+        (Some(first), Some(last)) => last.duration_since(*first).as_secs_f64(),
+        _ => 0.0,
+    };
+    Ok(DrainSummary { deleted, seconds, per_second: deleted as f64 / seconds.max(1e-9) })
+}
