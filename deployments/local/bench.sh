@@ -50,6 +50,11 @@ for run in $(seq 1 "$RUNS"); do
     /usr/bin/time -f '%U %S %M' -o "$out/processor.time" "$bin/processor" &
   pid=$!
   DATABASE_URL=$db "$bin/producers" verify --manifest "$out/manifest-$(basename "$q_proc").jsonl" --wait-secs 600 --json > "$out/verify.json" || true
+  # The processor's CPU for the drain phase alone, from the OS (the latency phase runs
+  # at half rate, with emptier receives).
+  child=$(pgrep -P "$pid")
+  read -r utime stime < <(awk '{print $14, $15}' "/proc/$child/stat")
+  echo "$utime $stime $(getconf CLK_TCK)" > "$out/processor-drain.cpu"
   drain_rate=$(python3 -c "import json;print(json.load(open('$out/drain.json'))['per_second'])")
   latency_rate=$(python3 -c "print(max(1, int($drain_rate / 2)))")
   log "run $run: latency at $latency_rate/s (half the drain rate)"
@@ -80,7 +85,8 @@ drain = json.load(open(f"{out}/drain.json"))
 verify = json.load(open(f"{out}/verify.json"))
 verify_latency = json.load(open(f"{out}/verify-latency.json"))
 proc_rate = n / float(seconds)  # every message, duplicates included, as the drain counts
-proc_cpu_us = (float(pu) + float(ps)) * 1e6 / (n + latency_n)
+ut, st, hz = open(f"{out}/processor-drain.cpu").read().split()
+proc_cpu_us = (int(ut) + int(st)) / int(hz) * 1e6 / n
 drain_cpu_us = (float(du) + float(ds)) * 1e6 / drain["deleted"]
 print(json.dumps({
     "n": n, "processor_msgs_per_s": round(proc_rate), "drain_msgs_per_s": round(drain["per_second"]),

@@ -38,10 +38,20 @@ pub enum Invalid {
     SchemaViolation,
     NulInString,
     Oversized,
+    /// Random bytes, as text.
+    RandomBytes,
+    /// 10,000 nested arrays.
+    DeepNesting,
+    /// A number beyond f64.
+    HugeNumber,
+    /// An SQL injection attempt as the client id.
+    SqlLike,
+    /// Control characters (escaped, as SQS allows) in the client id.
+    ControlChars,
 }
 
 impl Invalid {
-    pub const ALL: [Invalid; 9] = [
+    pub const ALL: [Invalid; 14] = [
         Invalid::NotJson,
         Invalid::MissingField,
         Invalid::WrongType,
@@ -51,11 +61,17 @@ impl Invalid {
         Invalid::SchemaViolation,
         Invalid::NulInString,
         Invalid::Oversized,
+        Invalid::RandomBytes,
+        Invalid::DeepNesting,
+        Invalid::HugeNumber,
+        Invalid::SqlLike,
+        Invalid::ControlChars,
     ];
 
     pub fn reason(self) -> Reason {
         match self {
-            Invalid::NotJson => Reason::MalformedJson,
+            Invalid::NotJson | Invalid::RandomBytes | Invalid::DeepNesting | Invalid::HugeNumber => Reason::MalformedJson,
+            Invalid::SqlLike | Invalid::ControlChars => Reason::UnknownClient,
             Invalid::MissingField | Invalid::WrongType => Reason::InvalidEnvelope,
             Invalid::UnknownClient => Reason::UnknownClient,
             Invalid::UnknownEventType => Reason::UnknownEventType,
@@ -76,6 +92,11 @@ impl Invalid {
             Invalid::SchemaViolation => "schema_violation",
             Invalid::NulInString => "nul_in_string",
             Invalid::Oversized => "oversized",
+            Invalid::RandomBytes => "random_bytes",
+            Invalid::DeepNesting => "deep_nesting",
+            Invalid::HugeNumber => "huge_number",
+            Invalid::SqlLike => "sql_like",
+            Invalid::ControlChars => "control_chars",
         }
     }
 }
@@ -202,7 +223,42 @@ impl Generator {
                 envelope.to_string()
             }
             Invalid::WrongType => {
-                envelope["version"] = json!("two");
+                match self.rng.random_range(0..3) {
+                    0 => envelope["version"] = json!("two"),
+                    1 => envelope["event_type"] = json!(["user-app"]),
+                    _ => envelope["occurred_at"] = json!(1_700_000_000),
+                }
+                envelope.to_string()
+            }
+            Invalid::RandomBytes => {
+                client = None;
+                // SQS accepts only tab, newline, carriage return and characters from
+                // U+0020 up; the leading `~` can never start JSON.
+                let bytes: Vec<u8> = (0..self.rng.random_range(1..2_000))
+                    .map(|_| self.rng.random::<u8>())
+                    .filter(|b| *b >= 0x20 || matches!(b, b'\t' | b'\n' | b'\r'))
+                    .collect();
+                format!("~{}", String::from_utf8_lossy(&bytes).replace(['\u{FFFE}', '\u{FFFF}'], ""))
+            }
+            Invalid::DeepNesting => {
+                let text = envelope.to_string();
+                let open = text.find("\"payload\":").expect("payload") + "\"payload\":".len();
+                format!("{}{}{}}}", &text[..open], "[".repeat(10_000), "]".repeat(10_000))
+            }
+            Invalid::HugeNumber => {
+                envelope["payload"] = json!({});
+                envelope.to_string().replace("\"payload\":{}", "\"payload\":{\"value\":1e400}")
+            }
+            Invalid::SqlLike => {
+                let c = "client-1'; DROP TABLE message; --".to_owned();
+                envelope["client_id"] = json!(c);
+                client = Some(c);
+                envelope.to_string()
+            }
+            Invalid::ControlChars => {
+                let c = "client-\u{1}\u{1b}[31m\u{7f}".to_owned();
+                envelope["client_id"] = json!(c);
+                client = Some(c);
                 envelope.to_string()
             }
             Invalid::UnknownClient => {

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# The fault-injection suite: for each scenario, producers send with a manifest, one or
+# more processors run, a fault is injected, the system recovers by itself, the queue
+# drains, and `producers verify` checks that every acknowledged event is stored exactly
+# once. Each scenario prints lost, duplicated, misclassified, dead-lettered and the time
+# to recover, and fails unless the first four are 0.
+#
+#   deployments/local/faults.sh                 every scenario (about 4 minutes)
+#   deployments/local/faults.sh kill9 sqs       some of them
+#   deployments/local/faults.sh --long          10x the events per scenario
+#
+# The database is a private PostgreSQL cluster on FAULT_PG_PORT (default 55432), so
+# stopping it never disturbs other users of the machine's PostgreSQL. The SQS outage
+# cuts a TCP proxy between the processor and LocalStack instead of stopping LocalStack.
+source "$(dirname "$0")/env.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+ALL=(kill9 pg_outage slow_db sqs_outage replicas sigterm hostile checker)
+scale=1
+scenarios=()
+for arg in "$@"; do
+  case "$arg" in
+    --long) scale=10 ;;
+    *) scenarios+=("$arg") ;;
+  esac
+done
+[ ${#scenarios[@]} -gt 0 ] || scenarios=("${ALL[@]}")
+
+FAULT_PG_PORT=${FAULT_PG_PORT:-55432}
+pg_server="postgres://postgres@127.0.0.1:$FAULT_PG_PORT"
+db_url="$pg_server/ep_faults"
+work="$CACHE_DIR/faults"
+mkdir -p "$work"
+results="$work/results.md"
+printf '| scenario | events | lost | duplicated | misclassified | dead-lettered | recovery (s) | result |\n|---|---|---|---|---|---|---|---|\n' > "$results"
+
+"$here/start.sh" >/dev/null
+"$here/postgres.sh" start "$db_url"
+cd "$ROOT"
+cargo build --release --bins --quiet
+bin="$ROOT/target/release"
+aws() { "$VENV/bin/awslocal" "$@"; }
+pids=()
+failed=0
+
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  [ -n "${proxy_pid:-}" ] && kill "$proxy_pid" 2>/dev/null || true
+  "$here/postgres.sh" start "$db_url" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# A fresh database on the private cluster and a fresh queue pair.
+prepare() { # VISIBILITY MAX_RECEIVE
+  psql "$pg_server/postgres" -qc "DROP DATABASE IF EXISTS ep_faults WITH (FORCE)" >/dev/null
+  psql "$pg_server/postgres" -qc "CREATE DATABASE ep_faults" >/dev/null
+  DATABASE_URL=$db_url "$bin/processor" registry apply deployments/registry.json >/dev/null 2>&1
+  local name="ep-fault-$scenario-$(date +%s%N)"
+  aws sqs create-queue --queue-name "$name-dlq" >/dev/null
+  local dlq_url dlq_arn
+  dlq_url=$(aws sqs get-queue-url --queue-name "$name-dlq" --output text --query QueueUrl)
+  dlq_arn=$(aws sqs get-queue-attributes --queue-url "$dlq_url" --attribute-names QueueArn --output text --query Attributes.QueueArn)
+  queue_url=$(aws sqs create-queue --queue-name "$name" --attributes \
+    "$(printf '{"VisibilityTimeout":"%s","RedrivePolicy":"{\\"deadLetterTargetArn\\":\\"%s\\",\\"maxReceiveCount\\":\\"%s\\"}"}' "$1" "$dlq_arn" "$2")" \
+    --output text --query QueueUrl)
+  export DATABASE_URL=$db_url SQS_QUEUE_URL=$queue_url SQS_DLQ_NAME="$name-dlq"
+  export PROCESSOR_WAIT_TIME_SECS=5 PROCESSOR_STATS_INTERVAL_SECS=2 PROCESSOR_SHUTDOWN_TIMEOUT_SECS=10
+  manifest="$work/$scenario.jsonl"
+}
+
+start_processor() { # NAME [VAR=VALUE ...]
+  local name=$1; shift
+  env "$@" "$bin/processor" >>"$work/$scenario-$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  eval "pid_$name=$pid"
+}
+
+produce() { # COUNT RATE [FLAGS...]  (in the background; sets producers_pid)
+  local count=$(( $1 * scale )) rate=$2; shift 2
+  "$bin/producers" --count "$count" --rate "$rate" --manifest "$manifest" --quiet "$@" >"$work/$scenario-producers.log" 2>&1 &
+  producers_pid=$!
+}
+
+# Waits for the producers, then for the processors to drain; records the verdict.
+finish() { # RECOVERY_START_EPOCH
+  wait "$producers_pid" || { cat "$work/$scenario-producers.log" >&2; echo "producers failed" >&2; }
+  local report="$work/$scenario-verify.json" ok=0
+  "$bin/producers" verify --manifest "$manifest" --wait-secs 180 --json >"$report" || ok=$?
+  local recovered; recovered=$(python3 -c "import time;print(round(time.time() - $1, 1))")
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+  python3 - "$report" "$scenario" "$recovered" "${extra_failure:-}" >>"$results" <<'PY' || failed=1
+import json, sys
+report, scenario, recovered, extra = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
+dead = report.get("dead_lettered") or 0
+bad = report["lost"] or report["duplicated"] or report["misclassified"] or dead or extra
+print(f"| {scenario} | {report['acknowledged']} | {report['lost']} | {report['duplicated']} | {report['misclassified']} "
+      f"| {dead} | {recovered} | {'FAILED ' + extra if bad else 'ok'} |")
+for e in report["examples"][:5]:
+    print(f"<!-- {e} -->")
+sys.exit(1 if bad else 0)
+PY
+  tail -n 1 "$results" | grep -v '^<!--' || true
+  extra_failure=""
+}
+
+expect() { # CONDITION-DESCRIPTION COMMAND...
+  local what=$1; shift
+  if ! "$@"; then extra_failure="${extra_failure:+$extra_failure; }$what"; echo "  check failed: $what" >&2; fi
+}
+
+kill9() {
+  prepare 5 10
+  start_processor a
+  produce 6000 1000
+  for _ in 1 2 3; do
+    sleep 1.5
+    kill -9 "$pid_a"; wait "$pid_a" 2>/dev/null || true
+    start_processor a
+  done
+  finish "$(date +%s.%N)"
+}
+
+pg_outage() {
+  prepare 30 5
+  start_processor a
+  produce 8000 400
+  sleep 4
+  log "stopping PostgreSQL for 30 s"
+  "$here/postgres.sh" stop "$db_url"
+  sleep 30
+  "$here/postgres.sh" start "$db_url"
+  local back; back=$(date +%s.%N)
+  finish "$back"
+  expect "processor paused receiving" grep -q "receiving paused" "$work/$scenario-a.log"
+  expect "processor resumed by itself" grep -q "receiving resumed" "$work/$scenario-a.log"
+}
+
+slow_db() {
+  prepare 5 10
+  start_processor a
+  produce 3000 500
+  sleep 2
+  log "holding a lock on message for 12 s (visibility timeout 5 s)"
+  psql "$db_url" -qc "BEGIN; LOCK TABLE message IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(12); COMMIT;" >/dev/null
+  finish "$(date +%s.%N)"
+  expect "no event processed twice" grep -q "duplicates: 0," "$work/$scenario-a.log"
+  expect "visibility was extended" grep -qE "extended: [1-9]" "$work/$scenario-a.log"
+}
+
+sqs_outage() {
+  prepare 30 5
+  local control="$work/proxy-cut" port=$((LOCALSTACK_PORT + 101))
+  rm -f "$control" "$control.count"
+  python3 "$here/tcp_proxy.py" "$port" "$LOCALSTACK_PORT" "$control" &
+  proxy_pid=$!
+  sleep 0.5
+  start_processor a AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+  produce 4000 400
+  sleep 3
+  log "cutting the path to SQS for 10 s"
+  touch "$control"
+  sleep 10
+  local attempts; attempts=$(cat "$control.count")
+  rm -f "$control"
+  finish "$(date +%s.%N)"
+  kill "$proxy_pid"; proxy_pid=""
+  echo "  connection attempts during the 10 s outage: $attempts"
+  expect "no hot loop ($attempts connection attempts in 10 s)" test "$attempts" -lt 300
+  expect "outage logged" grep -q "receive failed" "$work/$scenario-a.log"
+}
+
+replicas() {
+  prepare 10 10
+  start_processor a; start_processor b; start_processor c
+  produce 9000 1500
+  sleep 3
+  log "restarting replica b"
+  kill -TERM "$pid_b"; wait "$pid_b" || true
+  start_processor b
+  finish "$(date +%s.%N)"
+}
+
+sigterm() {
+  prepare 30 5
+  produce 10000 0
+  start_processor a
+  sleep 2
+  local started; started=$(date +%s.%N)
+  kill -TERM "$pid_a"
+  local status=0
+  wait "$pid_a" || status=$?
+  local took; took=$(python3 -c "import time;print(round(time.time() - $started, 1))")
+  echo "  SIGTERM during the burst: exit code $status after ${took}s"
+  expect "exit code 0 after SIGTERM (got $status)" test "$status" = 0
+  expect "exit within the shutdown timeout (${took}s)" python3 -c "import sys; sys.exit(0 if $took < 10 else 1)"
+  start_processor b
+  finish "$started"
+}
+
+hostile() {
+  prepare 30 5
+  start_processor a
+  produce 4000 0 --invalid-ratio 0.3
+  finish "$(date +%s.%N)"
+  local n; n=$(psql "$db_url" -Atc "SELECT count(*) FROM rejected_message")
+  echo "  rejected rows: $n"
+  expect "at least 1000 malformed bodies (got $n)" test "$n" -ge $((1000 * scale))
+  expect "the processor never crashed" grep -q "processor stopped" "$work/$scenario-a.log"
+}
+
+# The checker itself must fail when the invariant is broken: corrupt the manifest.
+checker() {
+  prepare 30 5
+  start_processor a
+  produce 500 0
+  wait "$producers_pid"
+  "$bin/producers" verify --manifest "$manifest" --wait-secs 60 >/dev/null || { echo "  verify failed on a good run" >&2; failed=1; }
+  echo '{"event_id":"never-sent","client_id":"client-1","sqs_message_id":"never-sent","expect":"stored","kind":"valid"}' >>"$manifest"
+  if "$bin/producers" verify --manifest "$manifest" >"$work/checker-broken.txt"; then
+    echo "  verify passed a manifest with an event that was never stored" >&2; failed=1
+  else
+    echo "  verify caught the corrupted manifest: $(grep '^lost' "$work/checker-broken.txt")"
+  fi
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  pids=()
+}
+
+for scenario in "${scenarios[@]}"; do
+  log "scenario: $scenario"
+  "$scenario"
+done
+echo
+grep -v '^<!--' "$results"
+exit "$failed"
