@@ -107,6 +107,20 @@ pub struct ProcessorArgs {
     /// Seconds between registry reloads (a miss also reloads it).
     #[arg(long, env = "PROCESSOR_REGISTRY_REFRESH_SECS", value_name = "PROCESSOR_REGISTRY_REFRESH_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub registry_refresh_secs: u64,
+    /// Address of /healthz, /readyz and /metrics; `off` disables the endpoint.
+    #[arg(long, env = "PROCESSOR_HTTP_ADDR", value_name = "PROCESSOR_HTTP_ADDR", default_value = "127.0.0.1:9090", value_parser = http_addr)]
+    pub http_addr: HttpAddr,
+}
+
+/// Where the operator endpoint listens, if anywhere.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpAddr(pub Option<std::net::SocketAddr>);
+
+fn http_addr(s: &str) -> Result<HttpAddr, String> {
+    match s.trim() {
+        "off" | "" => Ok(HttpAddr(None)),
+        a => a.parse().map(|a| HttpAddr(Some(a))).map_err(|_| "expected HOST:PORT such as 0.0.0.0:9090, or off".to_owned()),
+    }
 }
 
 impl ProcessorArgs {

@@ -12,7 +12,9 @@
 //! - [`store`] — PostgreSQL: migrations, and one idempotent transaction per batch.
 //! - [`pipeline`] — the processor: pollers, batching, commit, delete, heartbeats,
 //!   backpressure, outage handling, shutdown. The only module that knows all others.
+//! - [`replay`] — rejected messages validated again after a registry change.
 //! - [`producers`] — load generation and the verifier behind the `producers` binary.
+//! - [`ops`] — `/healthz`, `/readyz` and Prometheus `/metrics`.
 //! - [`config`], [`telemetry`], [`stats`], [`backoff`] — settings, logs, counters, retries.
 //!
 //! The binaries in `cmd/` only parse settings and call into this library; the
@@ -22,10 +24,12 @@
 pub mod backoff;
 pub mod config;
 pub mod envelope;
+pub mod ops;
 pub mod pipeline;
 pub mod producers;
 pub mod queue;
 pub mod registry;
+pub mod replay;
 pub mod rejection;
 pub mod stats;
 pub mod store;

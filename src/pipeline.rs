@@ -72,6 +72,26 @@ impl Default for Settings {
     }
 }
 
+/// When the processor's loops last showed they are turning, for `/healthz`.
+#[derive(Debug)]
+pub struct Liveness(std::sync::Mutex<std::time::Instant>);
+
+impl Liveness {
+    fn beat(&self) {
+        *self.0.lock().expect("liveness lock") = std::time::Instant::now();
+    }
+
+    pub fn since_last_beat(&self) -> Duration {
+        self.0.lock().expect("liveness lock").elapsed()
+    }
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness(std::sync::Mutex::new(std::time::Instant::now()))
+    }
+}
+
 /// On shutdown, how long a receive already under way may take to answer.
 const RECEIVE_GRACE: Duration = Duration::from_millis(500);
 
@@ -82,6 +102,7 @@ pub struct Processor {
     store: Store,
     registry: Arc<SharedRegistry>,
     stats: Arc<Stats>,
+    liveness: Arc<Liveness>,
 }
 
 impl Processor {
@@ -91,12 +112,20 @@ impl Processor {
         let registry = Registry::load(&**conn, None).await?;
         let (clients, event_types) = registry.size();
         info!(clients, event_types, "registry loaded");
-        Ok(Processor { settings, queue, store, registry: Arc::new(SharedRegistry::new(registry)), stats: Arc::default() })
+        Ok(Processor { settings, queue, store, registry: Arc::new(SharedRegistry::new(registry)),
+            stats: Arc::default(),
+            liveness: Arc::default(),
+        })
     }
 
     /// Live counters, for tests and metrics.
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// Liveness of the loops, for `/healthz`.
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
     }
 
     /// Runs until `shutdown` is cancelled, then stops receiving, finishes or releases
@@ -179,13 +208,16 @@ impl Held {
     }
 
     fn hold(&self, receipt_handle: &str, until: Instant) {
-        self.visible_until.lock().expect("held lock").insert(receipt_handle.to_owned(), until);
+        let mut held = self.visible_until.lock().expect("held lock");
+        held.insert(receipt_handle.to_owned(), until);
+        metrics::gauge!("event_processor_in_flight").set(held.len() as f64);
     }
 
     /// Forgets messages that were deleted or released, freeing their slots.
     fn let_go<'a>(&self, receipt_handles: impl IntoIterator<Item = &'a str>) {
         let mut held = self.visible_until.lock().expect("held lock");
         let freed = receipt_handles.into_iter().filter(|h| held.remove(*h).is_some()).count();
+        metrics::gauge!("event_processor_in_flight").set(held.len() as f64);
         drop(held);
         self.slots.add_permits(freed);
     }
@@ -217,7 +249,9 @@ impl Shared {
     }
 
     fn set_healthy(&self, healthy: bool) {
-        self.healthy.send_if_modified(|h| std::mem::replace(h, healthy) != healthy);
+        if self.healthy.send_if_modified(|h| std::mem::replace(h, healthy) != healthy) {
+            metrics::gauge!("event_processor_polling_paused").set(if healthy { 0.0 } else { 1.0 });
+        }
     }
 
     /// Classifies a message. Before rejecting one for a registry miss, makes sure the
@@ -247,9 +281,16 @@ impl Shared {
         let stats = self.stats();
         Stats::add(&stats.stored, outcome.stored);
         Stats::add(&stats.duplicates, outcome.duplicates);
+        let now = chrono::Utc::now();
         for item in batch {
-            if let Some(reason) = item.verdict.reason() {
-                Stats::add(&stats.rejected[reason.index()], 1);
+            match &item.verdict {
+                Verdict::Rejected(r) => Stats::add(&stats.rejected[r.rejection.reason.index()], 1),
+                // Event types are registered, so this label's cardinality is bounded.
+                Verdict::Accepted(e) => metrics::counter!("event_processor_accepted_total", "event_type" => e.event_type.clone()).increment(1),
+            }
+            if let Some(sent_at) = item.message.sent_at {
+                let lag = (now - sent_at).to_std().unwrap_or_default();
+                metrics::histogram!("event_processor_lag_seconds").record(lag.as_secs_f64());
             }
         }
     }
@@ -267,7 +308,10 @@ impl Shared {
         let stats = self.stats();
         let mut pending = handles.to_vec();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
-        for _attempt in 0..5 {
+        // Retry through a short SQS outage, but not past half the visibility timeout:
+        // by then the message may be received again, and its redelivery is deduplicated.
+        let give_up = Instant::now() + self.visibility / 2;
+        while Instant::now() < give_up {
             match self.processor.queue.delete(&pending).await {
                 Ok(failures) => {
                     Stats::add(&stats.deleted, (pending.len() - failures.len()) as u64);
@@ -413,8 +457,10 @@ async fn settle(shared: Arc<Shared>, mut batch: Vec<Classified>, _committer: Own
         let started = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
+            let attempt = Instant::now();
             match shared.processor.store.commit_batch(&mut batch).await {
                 Ok(outcome) => {
+                    metrics::histogram!("event_processor_commit_seconds").record(attempt.elapsed().as_secs_f64());
                     shared.set_healthy(true);
                     shared.record(&outcome, &batch);
                     break;
@@ -447,6 +493,7 @@ async fn keep_visible(shared: Arc<Shared>) {
     let period = (v / 6).clamp(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         tokio::time::sleep(period).await;
+        shared.processor.liveness.beat();
         let now = Instant::now();
         let due = shared.held.due(now + v / 3, now + v);
         if due.is_empty() {

@@ -164,65 +164,38 @@ impl Store {
     }
 
     async fn try_commit(&self, batch: &[Classified]) -> Result<CommitOutcome, StoreError> {
-        let mut events = EventColumns::default();
-        let mut rejects = RejectedColumns::default();
-        for item in batch {
-            match &item.verdict {
-                Verdict::Accepted(e) => {
-                    events.client_id.push(&e.client_id);
-                    events.event_id.push(&e.event_id);
-                    events.event_type.push(&e.event_type);
-                    events.version.push(e.version);
-                    events.payload.push(Json(&e.payload));
-                    events.occurred_at.push(e.occurred_at);
-                    events.sent_at.push(item.message.sent_at);
-                    events.received_at.push(item.message.received_at);
-                    events.sqs_message_id.push(&item.message.message_id);
-                }
-                Verdict::Rejected(r) => {
-                    let m = &item.message;
-                    rejects.sqs_message_id.push(&m.message_id);
-                    // SQS does not allow NUL in bodies, but text columns refuse it: never fail on it.
-                    rejects.body.push(if m.body.contains('\0') { Cow::Owned(m.body.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(&m.body) });
-                    rejects.reason.push(r.rejection.reason.code());
-                    rejects.detail.push(Json(&r.rejection.detail));
-                    rejects.client_id.push(r.identity.client_id.as_deref());
-                    rejects.event_type.push(r.identity.event_type.as_deref());
-                    rejects.version.push(r.identity.version);
-                    rejects.event_id.push(r.identity.event_id.as_deref());
-                    rejects.receive_count.push(m.receive_count);
-                    rejects.sent_at.push(m.sent_at);
-                    rejects.received_at.push(m.received_at);
-                }
-            }
-        }
-
+        let (events, rejects) = (EventColumns::of(batch), RejectedColumns::of(batch));
         let mut conn = self.pool.get().await?;
         let tx = conn.transaction().await?;
-        let mut outcome = CommitOutcome::default();
-        if !events.client_id.is_empty() {
-            let statement = tx.prepare_cached(INSERT_MESSAGES).await?;
-            let e = &events;
-            outcome.stored = tx
-                .execute(
-                    &statement,
-                    &[&e.client_id, &e.event_id, &e.event_type, &e.version, &e.payload, &e.occurred_at, &e.sent_at, &e.received_at, &e.sqs_message_id],
-                )
-                .await?;
-            outcome.duplicates = events.client_id.len() as u64 - outcome.stored;
-        }
-        if !rejects.sqs_message_id.is_empty() {
-            let statement = tx.prepare_cached(INSERT_REJECTED).await?;
-            let r = &rejects;
-            outcome.rejected = tx
-                .execute(
-                    &statement,
-                    &[&r.sqs_message_id, &r.body, &r.reason, &r.detail, &r.client_id, &r.event_type, &r.version, &r.event_id, &r.receive_count, &r.sent_at, &r.received_at],
-                )
-                .await?;
-        }
+        let stored = events.insert(&tx).await?;
+        let rejected = rejects.insert(&tx).await?;
         tx.commit().await?;
-        Ok(outcome)
+        Ok(CommitOutcome { stored, duplicates: events.len() - stored, rejected, unstorable: 0 })
+    }
+
+    /// Applies a replay of rejected messages in one transaction: those now accepted
+    /// move into `message` (idempotently) and leave `rejected_message`; those still
+    /// rejected get their current reason and detail.
+    pub async fn replay_batch(&self, batch: &[Classified]) -> Result<u64, StoreError> {
+        let accepted: Vec<&str> = batch
+            .iter()
+            .filter(|c| matches!(c.verdict, Verdict::Accepted(_)))
+            .map(|c| c.message.message_id.as_str())
+            .collect();
+        let rejects = RejectedColumns::of(batch);
+        let mut conn = self.pool.get().await?;
+        let tx = conn.transaction().await?;
+        EventColumns::of(batch).insert(&tx).await?;
+        tx.execute("DELETE FROM rejected_message WHERE sqs_message_id = ANY($1)", &[&accepted]).await?;
+        tx.execute(
+            "UPDATE rejected_message r SET reason = u.reason, detail = u.detail
+             FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) AS u(id, reason, detail)
+             WHERE r.sqs_message_id = u.id AND (r.reason, r.detail) IS DISTINCT FROM (u.reason, u.detail)",
+            &[&rejects.sqs_message_id, &rejects.reason, &rejects.detail],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(accepted.len() as u64)
     }
 }
 
@@ -255,6 +228,48 @@ struct EventColumns<'a> {
     sqs_message_id: Vec<&'a str>,
 }
 
+impl<'a> EventColumns<'a> {
+    /// The accepted events of a batch.
+    fn of(batch: &'a [Classified]) -> Self {
+        let mut c = EventColumns::default();
+        for item in batch {
+            if let Verdict::Accepted(e) = &item.verdict {
+                c.client_id.push(&e.client_id);
+                c.event_id.push(&e.event_id);
+                c.event_type.push(&e.event_type);
+                c.version.push(e.version);
+                c.payload.push(Json(&e.payload));
+                c.occurred_at.push(e.occurred_at);
+                c.sent_at.push(item.message.sent_at);
+                c.received_at.push(item.message.received_at);
+                c.sqs_message_id.push(&item.message.message_id);
+            }
+        }
+        c
+    }
+
+    fn len(&self) -> u64 {
+        self.client_id.len() as u64
+    }
+
+    /// Inserts the rows whose key is new; returns how many.
+    async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<u64, StoreError> {
+        if self.client_id.is_empty() {
+            return Ok(0);
+        }
+        let statement = tx.prepare_cached(INSERT_MESSAGES).await?;
+        Ok(tx
+            .execute(
+                &statement,
+                &[
+                    &self.client_id, &self.event_id, &self.event_type, &self.version, &self.payload,
+                    &self.occurred_at, &self.sent_at, &self.received_at, &self.sqs_message_id,
+                ],
+            )
+            .await?)
+    }
+}
+
 /// Column arrays for the `rejected_message` insert.
 #[derive(Default)]
 struct RejectedColumns<'a> {
@@ -269,4 +284,46 @@ struct RejectedColumns<'a> {
     receive_count: Vec<i32>,
     sent_at: Vec<Option<DateTime<Utc>>>,
     received_at: Vec<DateTime<Utc>>,
+}
+
+impl<'a> RejectedColumns<'a> {
+    /// The rejected messages of a batch.
+    fn of(batch: &'a [Classified]) -> Self {
+        let mut c = RejectedColumns::default();
+        for item in batch {
+            if let Verdict::Rejected(r) = &item.verdict {
+                let m = &item.message;
+                c.sqs_message_id.push(&m.message_id);
+                // SQS does not allow NUL in bodies, but text columns refuse it: never fail on it.
+                c.body.push(if m.body.contains('\0') { Cow::Owned(m.body.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(&m.body) });
+                c.reason.push(r.rejection.reason.code());
+                c.detail.push(Json(&r.rejection.detail));
+                c.client_id.push(r.identity.client_id.as_deref());
+                c.event_type.push(r.identity.event_type.as_deref());
+                c.version.push(r.identity.version);
+                c.event_id.push(r.identity.event_id.as_deref());
+                c.receive_count.push(m.receive_count);
+                c.sent_at.push(m.sent_at);
+                c.received_at.push(m.received_at);
+            }
+        }
+        c
+    }
+
+    /// Inserts the rows whose SQS message id is new; returns how many.
+    async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<u64, StoreError> {
+        if self.sqs_message_id.is_empty() {
+            return Ok(0);
+        }
+        let statement = tx.prepare_cached(INSERT_REJECTED).await?;
+        Ok(tx
+            .execute(
+                &statement,
+                &[
+                    &self.sqs_message_id, &self.body, &self.reason, &self.detail, &self.client_id, &self.event_type,
+                    &self.version, &self.event_id, &self.receive_count, &self.sent_at, &self.received_at,
+                ],
+            )
+            .await?)
+    }
 }

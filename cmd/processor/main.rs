@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use event_processor::config::{self, DatabaseArgs, LogArgs, ProcessorArgs, QueueArgs};
+use event_processor::ops::{self, Ops};
 use event_processor::pipeline::Processor;
 use event_processor::registry::RegistryFile;
+use event_processor::rejection::Reason;
+use event_processor::replay;
 use event_processor::telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +36,21 @@ enum Command {
     Registry(RegistryCommand),
     /// Apply the database migrations and exit.
     Migrate,
+    /// Validate rejected messages again with the current registry; move those now valid.
+    Replay {
+        /// Only messages rejected for this reason (e.g. unknown_client).
+        #[arg(long, value_parser = parse_reason)]
+        reason: Option<Reason>,
+        /// Only messages for this client.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only messages received at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Report what would move, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,10 +90,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let store = cli.database.open().await?;
     match cli.command {
         None => {
-            let processor = Processor::new(cli.processor.settings(), cli.queue.open().await?, store).await?;
-            processor.run(shutdown_on_signals()).await?;
+            let queue = cli.queue.open().await?;
+            let processor = Processor::new(cli.processor.settings(), queue.clone(), store.clone()).await?;
+            let shutdown = shutdown_on_signals();
+            if let Some(addr) = cli.processor.http_addr.0 {
+                let listener = ops::bind(addr).await?;
+                let ops = Ops { metrics: ops::install_recorder()?, stats: processor.stats(), liveness: processor.liveness(), store, queue };
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = ops::serve(listener, ops, stop).await {
+                        tracing::error!("operator endpoint stopped: {e:#}");
+                    }
+                });
+            }
+            processor.run(shutdown).await?;
         }
         Some(Command::Migrate) => tracing::info!("migrations applied"),
+        Some(Command::Replay { reason, client, since, dry_run }) => {
+            let filter = replay::Filter { reason, client_id: client, since };
+            let report = replay::run(&store, &filter, dry_run).await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
         Some(Command::Registry(command)) => {
             let mut conn = store.pool().get().await?;
             match command {
@@ -105,6 +140,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_reason(s: &str) -> Result<Reason, String> {
+    Reason::from_code(s).ok_or_else(|| {
+        let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+        format!("expected one of {}", codes.join(", "))
+    })
 }
 
 /// Cancelled on the first SIGINT or SIGTERM; a second one exits at once.

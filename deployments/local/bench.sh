@@ -46,7 +46,7 @@ for run in $(seq 1 "$RUNS"); do
     "$bin/producers" drain --count "$N" --idle-secs 5 > "$out/drain.json"
 
   log "run $run: processor"
-  DATABASE_URL=$db SQS_QUEUE_URL=$q_proc PROCESSOR_STATS_INTERVAL_SECS=0 RUST_LOG=warn \
+  DATABASE_URL=$db SQS_QUEUE_URL=$q_proc PROCESSOR_STATS_INTERVAL_SECS=0 PROCESSOR_HTTP_ADDR=127.0.0.1:0 RUST_LOG=warn \
     /usr/bin/time -f '%U %S %M' -o "$out/processor.time" "$bin/processor" &
   pid=$!
   DATABASE_URL=$db "$bin/producers" verify --manifest "$out/manifest-$(basename "$q_proc").jsonl" --wait-secs 600 --json > "$out/verify.json" || true

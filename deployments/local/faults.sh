@@ -63,7 +63,7 @@ prepare() { # VISIBILITY MAX_RECEIVE
     "$(printf '{"VisibilityTimeout":"%s","RedrivePolicy":"{\\"deadLetterTargetArn\\":\\"%s\\",\\"maxReceiveCount\\":\\"%s\\"}"}' "$1" "$dlq_arn" "$2")" \
     --output text --query QueueUrl)
   export DATABASE_URL=$db_url SQS_QUEUE_URL=$queue_url SQS_DLQ_NAME="$name-dlq"
-  export PROCESSOR_WAIT_TIME_SECS=5 PROCESSOR_STATS_INTERVAL_SECS=2 PROCESSOR_SHUTDOWN_TIMEOUT_SECS=10
+  export PROCESSOR_WAIT_TIME_SECS=5 PROCESSOR_STATS_INTERVAL_SECS=2 PROCESSOR_SHUTDOWN_TIMEOUT_SECS=10 PROCESSOR_HTTP_ADDR=127.0.0.1:0
   manifest="$work/$scenario.jsonl"
 }
 
@@ -124,17 +124,25 @@ kill9() {
 
 pg_outage() {
   prepare 30 5
-  start_processor a
+  local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  start_processor a PROCESSOR_HTTP_ADDR="127.0.0.1:$port"
   produce 8000 400
   sleep 4
   log "stopping PostgreSQL for 30 s"
   "$here/postgres.sh" stop "$db_url"
-  sleep 30
+  sleep 25
+  local down_status; down_status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$port/readyz" || true)
+  sleep 5
   "$here/postgres.sh" start "$db_url"
   local back; back=$(date +%s.%N)
+  sleep 3
+  local up_status; up_status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$port/readyz" || true)
+  echo "  /readyz during the outage: $down_status, after: $up_status"
   finish "$back"
   expect "processor paused receiving" grep -q "receiving paused" "$work/$scenario-a.log"
   expect "processor resumed by itself" grep -q "receiving resumed" "$work/$scenario-a.log"
+  expect "not ready while the database is down" test "$down_status" = 503
+  expect "ready again after" test "$up_status" = 200
 }
 
 slow_db() {

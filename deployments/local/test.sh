@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: starts the local services (idempotently), runs the unit and
 # integration tests (real LocalStack and PostgreSQL) and the benchmarks once as tests,
-# then the README's run command once.
+# the fault-injection suite, then the README's run command once.
 source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 
 "$here/start.sh"
 cd "$ROOT"
 cargo test --release --all-targets
+"$here/faults.sh"
 EVENTS=2000 "$here/run.sh" --once

@@ -39,6 +39,7 @@ pub fn child_env(env: &TestEnv) -> Vec<(&'static str, String)> {
         ("AWS_ACCESS_KEY_ID", "test".into()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),
         ("RUST_LOG", "info".into()),
+        ("PROCESSOR_HTTP_ADDR", "127.0.0.1:0".into()),
     ]
 }
 

@@ -4,6 +4,7 @@
 
 mod binaries;
 mod harness;
+mod ops;
 mod processor;
 mod producers;
 mod store;
