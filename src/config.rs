@@ -12,14 +12,19 @@ use crate::pipeline::Settings;
 use crate::queue::{self, Queue};
 use crate::store::Store;
 
-/// Loads `.env` when present. A malformed file stops startup rather than being
-/// half-applied.
-pub fn load_dotenv() -> anyhow::Result<()> {
+/// Loads `.env` when present, then parses the command line and environment into `C`
+/// (clap prints the error and exits on a bad setting). A malformed `.env` stops
+/// startup rather than being half-applied.
+pub fn load<C: clap::Parser>() -> C {
     match dotenvy::dotenv() {
-        Ok(_) => Ok(()),
-        Err(e) if e.not_found() => Ok(()),
-        Err(e) => Err(anyhow::anyhow!(".env: {e}")),
+        Ok(_) => {}
+        Err(e) if e.not_found() => {}
+        Err(e) => {
+            eprintln!("error: .env: {e}");
+            std::process::exit(2);
+        }
     }
+    C::parse()
 }
 
 #[derive(Args, Debug, Clone)]

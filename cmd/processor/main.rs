@@ -68,18 +68,15 @@ enum RegistryCommand {
     List,
 }
 
-#[tokio::main]
+/// One runtime thread: the processor spends most of its time waiting on SQS and
+/// PostgreSQL, and handing messages between threads cost more CPU than it saved.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    if let Err(e) = config::load_dotenv() {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
-    let cli = Cli::parse();
+    let cli: Cli = config::load();
     telemetry::init(cli.log.log_format);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -106,11 +106,7 @@ struct VerifyArgs {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(e) = config::load_dotenv() {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
-    let cli = Cli::parse();
+    let cli: Cli = config::load();
     telemetry::init(cli.log.log_format);
     let result = match cli.command {
         Some(Command::Verify(args)) => verify(args, &cli.queue).await,

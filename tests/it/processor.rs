@@ -113,18 +113,18 @@ async fn a_nul_payload_in_a_batch_of_valid_ones_rejects_only_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processors_on_one_queue_store_every_message_exactly_once() {
     let env = TestEnv::new().await;
-    let bodies: Vec<String> = (0..400).map(|i| valid_event(&format!("e-{i}"))).collect();
+    let bodies: Vec<String> = (0..1000).map(|i| valid_event(&format!("e-{i}"))).collect();
     env.send(&bodies).await;
     let mut small = settings();
     small.batch_size = 10;
     let (a, b) = (env.start(small.clone()).await, env.start(small).await);
-    eventually("all stored", WAIT, || async { env.count("SELECT count(*) FROM message").await == 400 }).await;
+    eventually("all stored", WAIT, || async { env.count("SELECT count(*) FROM message").await == 1000 }).await;
     eventually("queue drained", WAIT, || async { env.depth().await == (0, 0) }).await;
     let (sa, sb) = (a.stop().await, b.stop().await);
-    assert_eq!(sa.stored + sb.stored, 400);
+    assert_eq!(sa.stored + sb.stored, 1000);
     assert!(sa.received > 0 && sb.received > 0, "both processors took part: {} / {}", sa.received, sb.received);
     assert_eq!(sa.deleted + sb.deleted, sa.received + sb.received);
-    assert_eq!(env.count("SELECT count(DISTINCT event_id) FROM message").await, 400);
+    assert_eq!(env.count("SELECT count(DISTINCT event_id) FROM message").await, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
