@@ -14,7 +14,8 @@ use event_processor::store::Store;
 use event_processor::validation::{classify, Classified};
 
 fn server_url() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/event_processor".into());
+    let url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/event_processor".into());
     url[..url.rfind('/').unwrap()].to_owned()
 }
 
@@ -24,8 +25,14 @@ fn batch(generator: &mut Generator, registry: &Registry, n: usize) -> Vec<Classi
             let body = generator.valid().body;
             let message_id = uuid::Uuid::new_v4().to_string();
             let verdict = classify(&body, &message_id, registry);
-            let message =
-                Received { message_id, receipt_handle: String::new(), body, receive_count: 1, sent_at: Some(Utc::now()), received_at: Utc::now() };
+            let message = Received {
+                message_id,
+                receipt_handle: String::new(),
+                body,
+                receive_count: 1,
+                sent_at: Some(Utc::now()),
+                received_at: Utc::now(),
+            };
             Classified { message, verdict }
         })
         .collect()

@@ -101,13 +101,28 @@ pub struct ProcessorArgs {
     #[arg(long, env = "PROCESSOR_COMMITTERS", value_name = "PROCESSOR_COMMITTERS", default_value_t = 4, value_parser = at_least_one)]
     pub committers: usize,
     /// While commits fail, seconds before held messages are released to SQS.
-    #[arg(long, env = "PROCESSOR_RELEASE_AFTER_SECS", value_name = "PROCESSOR_RELEASE_AFTER_SECS", default_value_t = 120)]
+    #[arg(
+        long,
+        env = "PROCESSOR_RELEASE_AFTER_SECS",
+        value_name = "PROCESSOR_RELEASE_AFTER_SECS",
+        default_value_t = 120
+    )]
     pub release_after_secs: u64,
     /// Seconds to finish held messages after SIGINT/SIGTERM.
-    #[arg(long, env = "PROCESSOR_SHUTDOWN_TIMEOUT_SECS", value_name = "PROCESSOR_SHUTDOWN_TIMEOUT_SECS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "PROCESSOR_SHUTDOWN_TIMEOUT_SECS",
+        value_name = "PROCESSOR_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 20
+    )]
     pub shutdown_timeout_secs: u64,
     /// Seconds between progress log lines; 0 for none.
-    #[arg(long, env = "PROCESSOR_STATS_INTERVAL_SECS", value_name = "PROCESSOR_STATS_INTERVAL_SECS", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "PROCESSOR_STATS_INTERVAL_SECS",
+        value_name = "PROCESSOR_STATS_INTERVAL_SECS",
+        default_value_t = 5
+    )]
     pub stats_interval_secs: u64,
     /// Seconds between registry reloads (a miss also reloads it).
     #[arg(long, env = "PROCESSOR_REGISTRY_REFRESH_SECS", value_name = "PROCESSOR_REGISTRY_REFRESH_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
@@ -124,7 +139,10 @@ pub struct HttpAddr(pub Option<std::net::SocketAddr>);
 fn http_addr(s: &str) -> Result<HttpAddr, String> {
     match s.trim() {
         "off" | "" => Ok(HttpAddr(None)),
-        a => a.parse().map(|a| HttpAddr(Some(a))).map_err(|_| "expected HOST:PORT such as 0.0.0.0:9090, or off".to_owned()),
+        a => a
+            .parse()
+            .map(|a| HttpAddr(Some(a)))
+            .map_err(|_| "expected HOST:PORT such as 0.0.0.0:9090, or off".to_owned()),
     }
 }
 

@@ -40,9 +40,8 @@ impl Envelope {
     /// Parses a message body; on failure returns the rejection and whatever identity
     /// fields were well-formed.
     pub fn parse(body: &str) -> Result<Envelope, (Rejection, Identity)> {
-        let value: Value = serde_json::from_str(body).map_err(|e| {
-            (Rejection::new(Reason::MalformedJson, format!("not JSON: {e}")), Identity::default())
-        })?;
+        let value: Value = serde_json::from_str(body)
+            .map_err(|e| (Rejection::new(Reason::MalformedJson, format!("not JSON: {e}")), Identity::default()))?;
         let Value::Object(mut fields) = value else {
             let error = format!("the body must be a JSON object, got {}", kind_of(&value));
             return Err((Rejection::new(Reason::InvalidEnvelope, error), Identity::default()));
@@ -225,7 +224,10 @@ mod tests {
         assert_eq!(reason(r#"{"client_id":"c","event_type":"t","version":1.5,"payload":{}}"#), Reason::InvalidEnvelope);
         assert_eq!(reason(r#"{"client_id":7,"event_type":"t","payload":{}}"#), Reason::InvalidEnvelope);
         assert_eq!(reason(r#"{"client_id":"c","event_type":"t","message":{}}"#), Reason::InvalidEnvelope);
-        assert_eq!(reason(r#"{"client_id":"c","event_type":"t","occurred_at":"yesterday","payload":1}"#), Reason::InvalidEnvelope);
+        assert_eq!(
+            reason(r#"{"client_id":"c","event_type":"t","occurred_at":"yesterday","payload":1}"#),
+            Reason::InvalidEnvelope
+        );
         assert_eq!(reason(r#"{"client_id":"c\u0000","event_type":"t","payload":1}"#), Reason::InvalidEnvelope);
     }
 

@@ -81,7 +81,11 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> (StatusCode, String) {
         (Ok(()), Ok(())) => (StatusCode::OK, "ready\n".into()),
         (db, sqs) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: database {}, sqs {}\n", db.err().unwrap_or("ok".into()), sqs.err().unwrap_or("ok".into())),
+            format!(
+                "not ready: database {}, sqs {}\n",
+                db.err().unwrap_or("ok".into()),
+                sqs.err().unwrap_or("ok".into())
+            ),
         ),
     }
 }

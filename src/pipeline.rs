@@ -112,7 +112,11 @@ impl Processor {
         let registry = Registry::load(&**conn, None).await?;
         let (clients, event_types) = registry.size();
         info!(clients, event_types, "registry loaded");
-        Ok(Processor { settings, queue, store, registry: Arc::new(SharedRegistry::new(registry)),
+        Ok(Processor {
+            settings,
+            queue,
+            store,
+            registry: Arc::new(SharedRegistry::new(registry)),
             stats: Arc::default(),
             liveness: Arc::default(),
         })
@@ -159,7 +163,12 @@ impl Processor {
         }
         drop(tx);
         let mut batcher = tokio::spawn(batch(shared.clone(), rx));
-        info!(queue = shared.processor.queue.url(), visibility_s = visibility.as_secs(), ?settings, "processor started");
+        info!(
+            queue = shared.processor.queue.url(),
+            visibility_s = visibility.as_secs(),
+            ?settings,
+            "processor started"
+        );
 
         shutdown.cancelled().await;
         info!(held = shared.held.len(), "shutting down: receiving stopped, finishing held messages");
@@ -286,7 +295,10 @@ impl Shared {
             match &item.verdict {
                 Verdict::Rejected(r) => Stats::add(&stats.rejected[r.rejection.reason.index()], 1),
                 // Event types are registered, so this label's cardinality is bounded.
-                Verdict::Accepted(e) => metrics::counter!("event_processor_accepted_total", "event_type" => e.event_type.clone()).increment(1),
+                Verdict::Accepted(e) => {
+                    metrics::counter!("event_processor_accepted_total", "event_type" => e.event_type.clone())
+                        .increment(1)
+                }
             }
             if let Some(sent_at) = item.message.sent_at {
                 let lag = (now - sent_at).to_std().unwrap_or_default();

@@ -68,7 +68,9 @@ impl EntryFailure {
     /// The receipt handle expired (the message became visible and was received again):
     /// the next receiver will be deduplicated by the keys.
     pub fn receipt_expired(&self) -> bool {
-        self.code.contains("ReceiptHandleIsInvalid") || self.message.contains("expired") || self.code.contains("InvalidParameterValue")
+        self.code.contains("ReceiptHandleIsInvalid")
+            || self.message.contains("expired")
+            || self.code.contains("InvalidParameterValue")
     }
 }
 
@@ -143,7 +145,8 @@ impl Queue {
             output.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
         };
         Ok((
-            get(QueueAttributeName::ApproximateNumberOfMessages) + get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            get(QueueAttributeName::ApproximateNumberOfMessages)
+                + get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
             get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
         ))
     }
@@ -199,7 +202,9 @@ impl Queue {
         let entries = receipt_handles
             .iter()
             .enumerate()
-            .map(|(i, handle)| DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(*handle).build())
+            .map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(*handle).build()
+            })
             .collect::<Result<Vec<_>, _>>()
             .expect("id and receipt handle are set");
         let output = self
@@ -215,7 +220,11 @@ impl Queue {
 
     /// Sets the visibility timeout of up to 10 held messages: longer to keep them
     /// while work is slow, 0 to release them to other consumers at once.
-    pub async fn change_visibility(&self, receipt_handles: &[&str], timeout: Duration) -> Result<Vec<EntryFailure>, QueueError> {
+    pub async fn change_visibility(
+        &self,
+        receipt_handles: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<EntryFailure>, QueueError> {
         let entries = receipt_handles
             .iter()
             .enumerate()
@@ -258,7 +267,12 @@ impl Queue {
             .map_err(QueueError::from_sdk)?;
         let mut results: Vec<Result<String, EntryFailure>> = (0..bodies.len())
             .map(|index| {
-                Err(EntryFailure { index, code: "Missing".into(), message: "no result for this entry".into(), sender_fault: false })
+                Err(EntryFailure {
+                    index,
+                    code: "Missing".into(),
+                    message: "no result for this entry".into(),
+                    sender_fault: false,
+                })
             })
             .collect();
         for ok in output.successful() {

@@ -156,7 +156,11 @@ impl SharedRegistry {
     /// Makes sure the snapshot includes every registry change committed before `at`:
     /// one cheap version query, and a reload only when the version moved.
     /// Returns whether the snapshot was replaced.
-    pub async fn ensure_current(&self, db: &impl GenericClient, at: DateTime<Utc>) -> Result<bool, tokio_postgres::Error> {
+    pub async fn ensure_current(
+        &self,
+        db: &impl GenericClient,
+        at: DateTime<Utc>,
+    ) -> Result<bool, tokio_postgres::Error> {
         let _one_at_a_time = self.checking.lock().await;
         if *self.checked_at.lock().expect("registry lock") > at {
             return Ok(false);
@@ -250,7 +254,8 @@ impl RegistryFile {
             if t.version < 1 {
                 bail!("event type '{}': version must be >= 1, got {}", t.name, t.version);
             }
-            Schema::compile(t.schema.clone()).with_context(|| format!("event type '{}' version {}", t.name, t.version))?;
+            Schema::compile(t.schema.clone())
+                .with_context(|| format!("event type '{}' version {}", t.name, t.version))?;
         }
         let tx = db.transaction().await?;
         let mut report = ApplyReport::default();
@@ -421,7 +426,8 @@ mod tests {
         assert!(violation(schema, &ok).is_none());
         let bad = json!({"user_id": "usr-0123abcd", "action": "fly", "at": "not a time"});
         let detail = violation(schema, &bad).unwrap().detail;
-        let paths: Vec<&str> = detail["errors"].as_array().unwrap().iter().map(|e| e["instance_path"].as_str().unwrap()).collect();
+        let paths: Vec<&str> =
+            detail["errors"].as_array().unwrap().iter().map(|e| e["instance_path"].as_str().unwrap()).collect();
         assert!(paths.contains(&"/action") && paths.contains(&"/at"), "{detail}");
     }
 

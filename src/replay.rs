@@ -71,7 +71,9 @@ pub async fn run(store: &Store, filter: &Filter, dry_run: bool) -> anyhow::Resul
         for item in &batch {
             match &item.verdict {
                 Verdict::Accepted(_) => report.moved += 1,
-                Verdict::Rejected(r) => *report.still_rejected.entry(r.rejection.reason.code().to_owned()).or_default() += 1,
+                Verdict::Rejected(r) => {
+                    *report.still_rejected.entry(r.rejection.reason.code().to_owned()).or_default() += 1
+                }
             }
         }
         if !dry_run {

@@ -51,7 +51,9 @@ impl StoreError {
     /// Everything else (connection loss, timeouts, deadlocks, shutdown) is transient.
     pub fn is_permanent(&self) -> bool {
         match self {
-            StoreError::Postgres(e) => e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23")),
+            StoreError::Postgres(e) => {
+                e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+            }
             StoreError::Pool(_) => false,
         }
     }
@@ -89,9 +91,8 @@ pub struct Store {
 impl Store {
     /// A pool of `size` connections to `database_url`. Connects lazily.
     pub fn connect(database_url: &str, size: usize) -> anyhow::Result<Store> {
-        let mut config: tokio_postgres::Config = database_url
-            .parse()
-            .context("DATABASE_URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")?;
+        let mut config: tokio_postgres::Config =
+            database_url.parse().context("DATABASE_URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -262,8 +263,15 @@ impl<'a> EventColumns<'a> {
             .execute(
                 &statement,
                 &[
-                    &self.client_id, &self.event_id, &self.event_type, &self.version, &self.payload,
-                    &self.occurred_at, &self.sent_at, &self.received_at, &self.sqs_message_id,
+                    &self.client_id,
+                    &self.event_id,
+                    &self.event_type,
+                    &self.version,
+                    &self.payload,
+                    &self.occurred_at,
+                    &self.sent_at,
+                    &self.received_at,
+                    &self.sqs_message_id,
                 ],
             )
             .await?)
@@ -295,7 +303,11 @@ impl<'a> RejectedColumns<'a> {
                 let m = &item.message;
                 c.sqs_message_id.push(&m.message_id);
                 // SQS does not allow NUL in bodies, but text columns refuse it: never fail on it.
-                c.body.push(if m.body.contains('\0') { Cow::Owned(m.body.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(&m.body) });
+                c.body.push(if m.body.contains('\0') {
+                    Cow::Owned(m.body.replace('\0', "\u{FFFD}"))
+                } else {
+                    Cow::Borrowed(&m.body)
+                });
                 c.reason.push(r.rejection.reason.code());
                 c.detail.push(Json(&r.rejection.detail));
                 c.client_id.push(r.identity.client_id.as_deref());
@@ -320,8 +332,17 @@ impl<'a> RejectedColumns<'a> {
             .execute(
                 &statement,
                 &[
-                    &self.sqs_message_id, &self.body, &self.reason, &self.detail, &self.client_id, &self.event_type,
-                    &self.version, &self.event_id, &self.receive_count, &self.sent_at, &self.received_at,
+                    &self.sqs_message_id,
+                    &self.body,
+                    &self.reason,
+                    &self.detail,
+                    &self.client_id,
+                    &self.event_type,
+                    &self.version,
+                    &self.event_id,
+                    &self.receive_count,
+                    &self.sent_at,
+                    &self.received_at,
                 ],
             )
             .await?)

@@ -97,7 +97,8 @@ mod tests {
 
     #[test]
     fn legacy_message_is_keyed_by_the_sqs_message_id() {
-        let Verdict::Accepted(e) = verdict(r#"{"event_type":"monitor-app","client_id":"client-1","message":"hi"}"#) else {
+        let Verdict::Accepted(e) = verdict(r#"{"event_type":"monitor-app","client_id":"client-1","message":"hi"}"#)
+        else {
             panic!("rejected")
         };
         assert_eq!((e.event_id.as_str(), e.version), ("sqs-1", 1));

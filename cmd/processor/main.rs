@@ -92,7 +92,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signals();
             if let Some(addr) = cli.processor.http_addr.0 {
                 let listener = ops::bind(addr).await?;
-                let ops = Ops { metrics: ops::install_recorder()?, stats: processor.stats(), liveness: processor.liveness(), store, queue };
+                let ops = Ops {
+                    metrics: ops::install_recorder()?,
+                    stats: processor.stats(),
+                    liveness: processor.liveness(),
+                    store,
+                    queue,
+                };
                 let stop = shutdown.clone();
                 tokio::spawn(async move {
                     if let Err(e) = ops::serve(listener, ops, stop).await {
@@ -151,7 +157,8 @@ fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         for signals in 0.. {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

@@ -15,7 +15,11 @@ use event_processor::telemetry;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(version, about = "Generates realistic event load, and verifies nothing was lost.", args_conflicts_with_subcommands = true)]
+#[command(
+    version,
+    about = "Generates realistic event load, and verifies nothing was lost.",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

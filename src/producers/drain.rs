@@ -28,7 +28,8 @@ pub async fn run(queue: Queue, pollers: usize, count: Option<u64>, idle: Duratio
     let in_flight = Arc::new(Semaphore::new(1000));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..pollers.max(1) {
-        let (queue, deleted, first, last, in_flight) = (queue.clone(), deleted.clone(), first.clone(), last.clone(), in_flight.clone());
+        let (queue, deleted, first, last, in_flight) =
+            (queue.clone(), deleted.clone(), first.clone(), last.clone(), in_flight.clone());
         tasks.spawn(async move {
             let mut deletes = tokio::task::JoinSet::new();
             let mut idle_since = Instant::now();

@@ -70,7 +70,9 @@ impl Invalid {
 
     pub fn reason(self) -> Reason {
         match self {
-            Invalid::NotJson | Invalid::RandomBytes | Invalid::DeepNesting | Invalid::HugeNumber => Reason::MalformedJson,
+            Invalid::NotJson | Invalid::RandomBytes | Invalid::DeepNesting | Invalid::HugeNumber => {
+                Reason::MalformedJson
+            }
             Invalid::SqlLike | Invalid::ControlChars => Reason::UnknownClient,
             Invalid::MissingField | Invalid::WrongType => Reason::InvalidEnvelope,
             Invalid::UnknownClient => Reason::UnknownClient,
@@ -177,7 +179,13 @@ impl Generator {
     /// A valid event from a random template, for a random subscribed client.
     pub fn valid(&mut self) -> Outgoing {
         let (envelope, client_id, event_id) = self.envelope();
-        Outgoing { body: envelope.to_string(), expect: Expect::Stored, kind: "valid", client_id: Some(client_id), event_id: Some(event_id) }
+        Outgoing {
+            body: envelope.to_string(),
+            expect: Expect::Stored,
+            kind: "valid",
+            client_id: Some(client_id),
+            event_id: Some(event_id),
+        }
     }
 
     fn envelope(&mut self) -> (Value, String, String) {
@@ -402,7 +410,8 @@ pub async fn run(
 
     let progress = settings.progress.then(|| Progress::start(settings.count, acknowledged.clone(), failed.clone()));
     let deadline = settings.duration.map(|d| started + d);
-    let per_batch = if settings.rate > 0.0 { (settings.rate / 10.0).clamp(1.0, MAX_BATCH as f64) as usize } else { MAX_BATCH };
+    let per_batch =
+        if settings.rate > 0.0 { (settings.rate / 10.0).clamp(1.0, MAX_BATCH as f64) as usize } else { MAX_BATCH };
     let mut generated: u64 = 0;
     let mut pending: VecDeque<Outgoing> = VecDeque::new();
     loop {
@@ -531,8 +540,10 @@ impl Progress {
                 None => indicatif::ProgressBar::new_spinner(),
             };
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} sent, {per_sec} {msg}")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} sent, {per_sec} {msg}",
+                )
+                .expect("valid template"),
             );
             let b = bar.clone();
             let task = tokio::spawn(async move {
@@ -552,7 +563,12 @@ impl Progress {
                     tokio::time::sleep(Duration::from_secs(5)).await;
                     let n = acknowledged.load(Relaxed);
                     let rate = n as f64 / started.elapsed().as_secs_f64();
-                    tracing::info!(sent = n, failed = failed.load(Relaxed), rate_per_s = format_args!("{rate:.0}"), "producing");
+                    tracing::info!(
+                        sent = n,
+                        failed = failed.load(Relaxed),
+                        rate_per_s = format_args!("{rate:.0}"),
+                        "producing"
+                    );
                 }
             });
             Progress { task, bar: None }

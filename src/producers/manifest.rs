@@ -98,8 +98,8 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Entry>> {
         if line.trim().is_empty() {
             continue;
         }
-        let entry: Entry =
-            serde_json::from_str(&line).with_context(|| format!("{}:{}: not a manifest entry", path.display(), n + 1))?;
+        let entry: Entry = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not a manifest entry", path.display(), n + 1))?;
         entry.expectation().map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?;
         entries.push(entry);
     }

@@ -96,7 +96,8 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry]) -> anyhow::Result
             key: r.get::<_, Option<String>>(2).zip(r.get::<_, Option<String>>(3)),
         })
         .collect();
-    let rejected_by_sqs: HashMap<&str, &RejectedRow> = rejected.iter().map(|r| (r.sqs_message_id.as_str(), r)).collect();
+    let rejected_by_sqs: HashMap<&str, &RejectedRow> =
+        rejected.iter().map(|r| (r.sqs_message_id.as_str(), r)).collect();
     let mut rejected_by_key: HashMap<(&str, &str), Vec<&RejectedRow>> = HashMap::new();
     for r in &rejected {
         if let Some((c, e)) = &r.key {
@@ -115,24 +116,32 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry]) -> anyhow::Result
                 if expect == Expect::Duplicate {
                     report.duplicates_sent += 1;
                 }
-                let key = key.ok_or_else(|| anyhow::anyhow!("manifest: {} has no client_id/event_id", entry.sqs_message_id))?;
+                let key =
+                    key.ok_or_else(|| anyhow::anyhow!("manifest: {} has no client_id/event_id", entry.sqs_message_id))?;
                 must_store.entry(key).or_default().push(entry);
             }
             Expect::Rejected(reason) => {
                 report.expected_rejected += 1;
                 let in_message = key.is_some_and(|(c, e)| stored.contains(&(c.to_owned(), e.to_owned())));
                 match (rejected_by_sqs.get(entry.sqs_message_id.as_str()), in_message) {
-                    (Some(_), true) => report.problem("duplicated", format!("{} is in both tables", entry.sqs_message_id)),
+                    (Some(_), true) => {
+                        report.problem("duplicated", format!("{} is in both tables", entry.sqs_message_id))
+                    }
                     (Some(row), false) if row.reason != reason.code() => report.problem(
                         "misclassified",
-                        format!("{} ({}) expected {expect}, got rejected:{}", entry.sqs_message_id, entry.kind, row.reason),
+                        format!(
+                            "{} ({}) expected {expect}, got rejected:{}",
+                            entry.sqs_message_id, entry.kind, row.reason
+                        ),
                     ),
                     (Some(_), false) => {}
                     (None, true) => report.problem(
                         "misclassified",
                         format!("{} ({}) expected {expect}, got stored", entry.sqs_message_id, entry.kind),
                     ),
-                    (None, false) => report.problem("lost", format!("{} ({}) expected {expect}", entry.sqs_message_id, entry.kind)),
+                    (None, false) => {
+                        report.problem("lost", format!("{} ({}) expected {expect}", entry.sqs_message_id, entry.kind))
+                    }
                 }
             }
         }
@@ -140,7 +149,8 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry]) -> anyhow::Result
     report.expected_stored = must_store.len();
     for ((client_id, event_id), group) in &must_store {
         let in_message = stored.contains(&(client_id.to_string(), event_id.to_string()));
-        let mut rejections: Vec<&RejectedRow> = rejected_by_key.get(&(*client_id, *event_id)).cloned().unwrap_or_default();
+        let mut rejections: Vec<&RejectedRow> =
+            rejected_by_key.get(&(*client_id, *event_id)).cloned().unwrap_or_default();
         for entry in group {
             if let Some(row) = rejected_by_sqs.get(entry.sqs_message_id.as_str()) {
                 if !rejections.iter().any(|r| r.sqs_message_id == row.sqs_message_id) {
@@ -155,7 +165,9 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry]) -> anyhow::Result
                 "misclassified",
                 format!("{client_id}/{event_id} expected stored, got rejected:{}", row.reason),
             ),
-            (false, None) => report.problem("lost", format!("{client_id}/{event_id} ({}) expected stored", group[0].kind)),
+            (false, None) => {
+                report.problem("lost", format!("{client_id}/{event_id} ({}) expected stored", group[0].kind))
+            }
         }
     }
     Ok(report)

@@ -14,7 +14,8 @@ fn processor() -> Command {
 
 #[test]
 fn a_bad_setting_stops_startup_naming_the_variable_and_what_it_expected() {
-    let out = processor().env("DATABASE_URL", "postgres://x@127.0.0.1/x").env("PROCESSOR_POLLERS", "many").output().unwrap();
+    let out =
+        processor().env("DATABASE_URL", "postgres://x@127.0.0.1/x").env("PROCESSOR_POLLERS", "many").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("PROCESSOR_POLLERS") && stderr.contains("expected a whole number >= 1"), "{stderr}");
@@ -42,7 +43,10 @@ async fn sigterm_stops_the_processor_cleanly_with_exit_code_0() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    eventually("all stored", Duration::from_secs(30), || async { env.count("SELECT count(*) FROM message").await == 200 }).await;
+    eventually("all stored", Duration::from_secs(30), || async {
+        env.count("SELECT count(*) FROM message").await == 200
+    })
+    .await;
 
     // The long poll in progress must not delay the exit.
     let started = Instant::now();

@@ -24,7 +24,8 @@ pub fn endpoint() -> String {
 }
 
 pub fn server_url() -> String {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/event_processor".into());
+    let url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/event_processor".into());
     url[..url.rfind('/').expect("DATABASE_URL has a database")].to_owned()
 }
 
@@ -128,7 +129,14 @@ impl TestEnv {
             .unwrap()
             .queue_url
             .unwrap();
-        TestEnv { database_url, db_name, store, queue: Queue::new(client.clone(), url), dlq: Queue::new(client, dlq_url), dlq_name }
+        TestEnv {
+            database_url,
+            db_name,
+            store,
+            queue: Queue::new(client.clone(), url),
+            dlq: Queue::new(client, dlq_url),
+            dlq_name,
+        }
     }
 
     /// Sends bodies (in batches of 10); returns their SQS message ids in order.
@@ -166,7 +174,9 @@ impl Drop for TestEnv {
         // Drop is synchronous: clean up on a thread with its own runtime.
         let _ = std::thread::spawn(move || {
             tokio::runtime::Runtime::new().unwrap().block_on(async move {
-                if let Ok((client, conn)) = tokio_postgres::connect(&format!("{}/postgres", server_url()), tokio_postgres::NoTls).await {
+                if let Ok((client, conn)) =
+                    tokio_postgres::connect(&format!("{}/postgres", server_url()), tokio_postgres::NoTls).await
+                {
                     tokio::spawn(conn);
                     let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).await;
                 }

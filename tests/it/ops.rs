@@ -13,11 +13,15 @@ use crate::harness::{child_env, eventually, settings, valid_event, TestEnv};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_moves_events_rejected_before_their_client_was_registered() {
     let env = TestEnv::new().await;
-    let mut bodies: Vec<String> = (0..3).map(|i| valid_event(&format!("late-{i}")).replace("client-1", "client-late")).collect();
+    let mut bodies: Vec<String> =
+        (0..3).map(|i| valid_event(&format!("late-{i}")).replace("client-1", "client-late")).collect();
     bodies.push(valid_event("broken").replace("\"login\"", "\"fly\""));
     env.send(&bodies).await;
     let running = env.start(settings()).await;
-    eventually("all rejected", Duration::from_secs(30), || async { env.count("SELECT count(*) FROM rejected_message").await == 4 }).await;
+    eventually("all rejected", Duration::from_secs(30), || async {
+        env.count("SELECT count(*) FROM rejected_message").await == 4
+    })
+    .await;
     running.stop().await;
 
     let mut file = RegistryFile::default();
@@ -30,11 +34,7 @@ async fn replay_moves_events_rejected_before_their_client_was_registered() {
     assert_eq!((dry.examined, dry.moved), (3, 3));
     assert_eq!(env.count("SELECT count(*) FROM message").await, 0, "a dry run changes nothing");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_processor"))
-        .arg("replay")
-        .envs(child_env(&env))
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_processor")).arg("replay").envs(child_env(&env)).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((report["examined"].as_u64(), report["moved"].as_u64()), (Some(4), Some(3)), "{report}");
@@ -71,7 +71,10 @@ async fn metrics_move_and_readiness_follows_the_database() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    eventually("endpoint up", Duration::from_secs(20), || async { get(port, "/healthz").is_some_and(|(s, _)| s == 200) }).await;
+    eventually("endpoint up", Duration::from_secs(20), || async {
+        get(port, "/healthz").is_some_and(|(s, _)| s == 200)
+    })
+    .await;
     assert_eq!(get(port, "/readyz").unwrap().0, 200);
 
     let mut bodies: Vec<String> = (0..20).map(|i| valid_event(&format!("m-{i}"))).collect();
@@ -86,16 +89,25 @@ async fn metrics_move_and_readiness_follows_the_database() {
     })
     .await;
     let (_, body) = get(port, "/metrics").unwrap();
-    for name in ["event_processor_commit_seconds_bucket", "event_processor_lag_seconds_count", "event_processor_in_flight", "event_processor_accepted_total{event_type=\"user-app\"} 20"] {
+    for name in [
+        "event_processor_commit_seconds_bucket",
+        "event_processor_lag_seconds_count",
+        "event_processor_in_flight",
+        "event_processor_accepted_total{event_type=\"user-app\"} 20",
+    ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }
 
     // The database "goes away" (its table does): not ready; back: ready again.
     let admin = env.store.pool().get().await.unwrap();
     admin.batch_execute("ALTER TABLE message RENAME TO message_away").await.unwrap();
-    eventually("not ready", Duration::from_secs(10), || async { get(port, "/readyz").is_some_and(|(s, _)| s == 503) }).await;
+    eventually("not ready", Duration::from_secs(10), || async { get(port, "/readyz").is_some_and(|(s, _)| s == 503) })
+        .await;
     admin.batch_execute("ALTER TABLE message_away RENAME TO message").await.unwrap();
-    eventually("ready again", Duration::from_secs(10), || async { get(port, "/readyz").is_some_and(|(s, _)| s == 200) }).await;
+    eventually("ready again", Duration::from_secs(10), || async {
+        get(port, "/readyz").is_some_and(|(s, _)| s == 200)
+    })
+    .await;
 
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));

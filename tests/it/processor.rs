@@ -17,16 +17,36 @@ async fn every_rejection_reason_is_stored_with_its_code_and_deleted() {
     let cases = [
         (r#"{"client_id":"client-1","payload":{}}"#.to_owned(), Reason::InvalidEnvelope),
         (r#"{"client_id":"nobody","event_type":"user-app","message":"x"}"#.to_owned(), Reason::UnknownClient),
-        (r#"{"client_id":"client-1","event_type":"user-app","version":9,"message":"x"}"#.to_owned(), Reason::UnknownEventType),
+        (
+            r#"{"client_id":"client-1","event_type":"user-app","version":9,"message":"x"}"#.to_owned(),
+            Reason::UnknownEventType,
+        ),
         (r#"{"client_id":"client-3","event_type":"transaction-app","message":"x"}"#.to_owned(), Reason::NotSubscribed),
-        (r#"{"client_id":"client-1","event_type":"user-app","version":2,"payload":{"action":"fly"}}"#.to_owned(), Reason::SchemaViolation),
-        (r#"{"client_id":"client-1","event_type":"user-app","message":"nul \u0000 here"}"#.to_owned(), Reason::Unstorable),
+        (
+            r#"{"client_id":"client-1","event_type":"user-app","version":2,"payload":{"action":"fly"}}"#.to_owned(),
+            Reason::SchemaViolation,
+        ),
+        (
+            r#"{"client_id":"client-1","event_type":"user-app","message":"nul \u0000 here"}"#.to_owned(),
+            Reason::Unstorable,
+        ),
     ];
     let bodies: Vec<String> = cases.iter().map(|(b, _)| b.clone()).collect();
     let mut ids = env.send(&bodies).await;
     // The original project's hand-sent message, sent the way users do it.
     let out = std::process::Command::new("deployments/local/awslocal")
-        .args(["sqs", "send-message", "--queue-url", env.queue.url(), "--message-body", "Hello World", "--output", "text", "--query", "MessageId"])
+        .args([
+            "sqs",
+            "send-message",
+            "--queue-url",
+            env.queue.url(),
+            "--message-body",
+            "Hello World",
+            "--output",
+            "text",
+            "--query",
+            "MessageId",
+        ])
         .env("AWS_ENDPOINT_URL", crate::harness::endpoint())
         .output()
         .expect("deployments/local/awslocal runs");
@@ -41,7 +61,10 @@ async fn every_rejection_reason_is_stored_with_its_code_and_deleted() {
     let conn = env.store.pool().get().await.unwrap();
     let expected = cases.iter().map(|(_, r)| *r).chain([Reason::MalformedJson]);
     for (id, reason) in ids.iter().zip(expected) {
-        let row = conn.query_one("SELECT reason, detail, body FROM rejected_message WHERE sqs_message_id = $1", &[id]).await.unwrap();
+        let row = conn
+            .query_one("SELECT reason, detail, body FROM rejected_message WHERE sqs_message_id = $1", &[id])
+            .await
+            .unwrap();
         assert_eq!(row.get::<_, String>(0), reason.code(), "message {id}");
         let detail: serde_json::Value = row.get(1);
         assert!(detail.get("error").or(detail.get("errors")).is_some(), "{reason}: detail {detail}");
@@ -51,7 +74,8 @@ async fn every_rejection_reason_is_stored_with_its_code_and_deleted() {
         .await
         .unwrap()
         .get(0);
-    let paths: Vec<&str> = violation["errors"].as_array().unwrap().iter().filter_map(|e| e["instance_path"].as_str()).collect();
+    let paths: Vec<&str> =
+        violation["errors"].as_array().unwrap().iter().filter_map(|e| e["instance_path"].as_str()).collect();
     assert!(paths.contains(&"/action"), "instance paths listed: {violation}");
     assert_eq!(env.count("SELECT count(*) FROM message").await, 0);
     assert_eq!((stats.received, stats.deleted, stats.rejected_total()), (7, 7, 7));
@@ -78,7 +102,8 @@ async fn a_legacy_message_redelivered_by_sqs_gives_one_row() {
     // A consumer commits the message and dies before deleting it.
     let received = env.queue.receive(MAX_BATCH, Duration::from_secs(5)).await.unwrap();
     assert_eq!(received.len(), 1);
-    let registry = event_processor::registry::Registry::from_file(&event_processor::registry::RegistryFile::demo()).unwrap();
+    let registry =
+        event_processor::registry::Registry::from_file(&event_processor::registry::RegistryFile::demo()).unwrap();
     let message = received.into_iter().next().unwrap();
     let verdict = classify(&message.body, &message.message_id, &registry);
     let outcome = env.store.commit_batch(&mut [Classified { message, verdict }]).await.unwrap();
@@ -107,7 +132,10 @@ async fn a_nul_payload_in_a_batch_of_valid_ones_rejects_only_itself() {
     eventually("queue drained", WAIT, || async { env.depth().await == (0, 0) }).await;
     running.stop().await;
     assert_eq!(env.count("SELECT count(*) FROM message").await, 9);
-    assert_eq!(env.count("SELECT count(*) FROM rejected_message WHERE reason = 'unstorable' AND event_id = 'poison'").await, 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM rejected_message WHERE reason = 'unstorable' AND event_id = 'poison'").await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,7 +241,8 @@ async fn a_failing_database_pauses_receiving_releases_after_the_deadline_and_rec
     assert!(env.depth().await.0 > 0, "released messages are visible again");
 
     admin.batch_execute("ALTER TABLE message_away RENAME TO message").await.unwrap();
-    eventually("all stored after recovery", WAIT, || async { env.count("SELECT count(*) FROM message").await == 40 }).await;
+    eventually("all stored after recovery", WAIT, || async { env.count("SELECT count(*) FROM message").await == 40 })
+        .await;
     eventually("queue drained", WAIT, || async { env.depth().await == (0, 0) }).await;
     running.stop().await;
     assert_eq!(env.dlq.depth().await.unwrap(), (0, 0), "nothing dead-lettered");
@@ -226,7 +255,10 @@ async fn a_client_registered_while_running_is_accepted_without_restart() {
     let body = valid_event("new-tenant").replace("client-1", "client-new");
     let mut file = event_processor::registry::RegistryFile::default();
     file.clients.push(event_processor::registry::ClientEntry { id: "client-new".into(), name: String::new() });
-    file.subscriptions.push(event_processor::registry::SubscriptionEntry { client: "client-new".into(), event_type: "user-app".into() });
+    file.subscriptions.push(event_processor::registry::SubscriptionEntry {
+        client: "client-new".into(),
+        event_type: "user-app".into(),
+    });
     file.apply(&mut env.store.pool().get().await.unwrap(), false).await.unwrap();
     env.send(&[body]).await;
     eventually("stored", WAIT, || async { env.count("SELECT count(*) FROM message").await == 1 }).await;

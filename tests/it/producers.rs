@@ -24,7 +24,21 @@ async fn verify_finds_nothing_lost_after_a_mixed_run_and_exactly_one_lost_row_af
     let manifest = format!("{dir}/m.jsonl");
     let out = producers(
         &env,
-        &["--count", "5000", "--rate", "0", "--invalid-ratio", "0.05", "--duplicate-ratio", "0.02", "--clients", "6", "--manifest", &manifest, "--quiet"],
+        &[
+            "--count",
+            "5000",
+            "--rate",
+            "0",
+            "--invalid-ratio",
+            "0.05",
+            "--duplicate-ratio",
+            "0.02",
+            "--clients",
+            "6",
+            "--manifest",
+            &manifest,
+            "--quiet",
+        ],
     );
     assert!(out.status.success());
     let lines = std::fs::read_to_string(&manifest).unwrap().lines().count();
@@ -39,7 +53,10 @@ async fn verify_finds_nothing_lost_after_a_mixed_run_and_exactly_one_lost_row_af
     let out = producers(&env, &["verify", "--manifest", &manifest, "--json"]);
     assert!(out.status.success(), "verify passes");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((report["lost"].as_u64(), report["duplicated"].as_u64(), report["misclassified"].as_u64()), (Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (report["lost"].as_u64(), report["duplicated"].as_u64(), report["misclassified"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
     assert_eq!(report["dead_lettered"].as_u64(), Some(0));
     assert!(report["expected_rejected"].as_u64().unwrap() > 100);
 

@@ -38,7 +38,10 @@ async fn a_row_postgres_refuses_is_split_out_as_unstorable_and_the_rest_commits(
     assert_eq!((outcome.stored, outcome.unstorable, outcome.rejected), (5, 1, 1));
     assert_eq!(batch[2].verdict.reason(), Some(Reason::Unstorable));
     assert_eq!(env.count("SELECT count(*) FROM message").await, 5);
-    assert_eq!(env.count("SELECT count(*) FROM rejected_message WHERE reason = 'unstorable' AND event_id = 'bad'").await, 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM rejected_message WHERE reason = 'unstorable' AND event_id = 'bad'").await,
+        1
+    );
 
     // Committing the same batch again is all duplicates, and still a success.
     let again = env.store.commit_batch(&mut batch).await.unwrap();
