@@ -216,9 +216,9 @@ impl Held {
         self.visible_until.lock().expect("held lock").len()
     }
 
-    fn hold(&self, receipt_handle: &str, until: Instant) {
+    fn hold<'a>(&self, receipt_handles: impl IntoIterator<Item = &'a str>, until: Instant) {
         let mut held = self.visible_until.lock().expect("held lock");
-        held.insert(receipt_handle.to_owned(), until);
+        held.extend(receipt_handles.into_iter().map(|h| (h.to_owned(), until)));
         metrics::gauge!("event_processor_in_flight").set(held.len() as f64);
     }
 
@@ -291,19 +291,21 @@ impl Shared {
         Stats::add(&stats.stored, outcome.stored);
         Stats::add(&stats.duplicates, outcome.duplicates);
         let now = chrono::Utc::now();
+        let lag = metrics::histogram!("event_processor_lag_seconds");
+        // Counted per event type once per batch: a labelled counter lookup per message costs.
+        let mut accepted: HashMap<&str, u64> = HashMap::new();
         for item in batch {
             match &item.verdict {
                 Verdict::Rejected(r) => Stats::add(&stats.rejected[r.rejection.reason.index()], 1),
-                // Event types are registered, so this label's cardinality is bounded.
-                Verdict::Accepted(e) => {
-                    metrics::counter!("event_processor_accepted_total", "event_type" => e.event_type.clone())
-                        .increment(1)
-                }
+                Verdict::Accepted(e) => *accepted.entry(&e.event_type).or_default() += 1,
             }
             if let Some(sent_at) = item.message.sent_at {
-                let lag = (now - sent_at).to_std().unwrap_or_default();
-                metrics::histogram!("event_processor_lag_seconds").record(lag.as_secs_f64());
+                lag.record((now - sent_at).to_std().unwrap_or_default().as_secs_f64());
             }
+        }
+        for (event_type, n) in accepted {
+            // Event types are registered, so this label's cardinality is bounded.
+            metrics::counter!("event_processor_accepted_total", "event_type" => event_type.to_owned()).increment(n);
         }
     }
 
@@ -420,9 +422,7 @@ async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Classified>) {
         shared.held.slots.add_permits(MAX_BATCH - messages.len());
         Stats::add(&shared.stats().received, messages.len() as u64);
         let visible_until = Instant::now() + shared.visibility;
-        for m in &messages {
-            shared.held.hold(&m.receipt_handle, visible_until);
-        }
+        shared.held.hold(messages.iter().map(|m| m.receipt_handle.as_str()), visible_until);
         let mut registry = shared.processor.registry.snapshot();
         for message in messages {
             let verdict = shared.classify(&message, &mut registry).await;
