@@ -267,7 +267,8 @@ impl Shared {
     /// registry includes every change committed before the message was received.
     async fn classify(&self, message: &Received, registry: &mut Arc<Registry>) -> Verdict {
         let verdict = classify(&message.body, &message.message_id, registry);
-        if !verdict.reason().is_some_and(|r| r.is_registry_miss()) {
+        let registry_miss = verdict.reason().is_some_and(|r| r.is_registry_miss());
+        if !registry_miss || self.processor.registry.checked_since(message.received_at) {
             return verdict;
         }
         match self.processor.store.pool().get().await {

@@ -153,6 +153,12 @@ impl SharedRegistry {
         self.current.read().expect("registry lock").clone()
     }
 
+    /// Whether a check started after `at` already (so a miss for a message received
+    /// at `at` is authoritative without asking the database).
+    pub fn checked_since(&self, at: DateTime<Utc>) -> bool {
+        *self.checked_at.lock().expect("registry lock") > at
+    }
+
     /// Makes sure the snapshot includes every registry change committed before `at`:
     /// one cheap version query, and a reload only when the version moved.
     /// Returns whether the snapshot was replaced.
@@ -162,7 +168,7 @@ impl SharedRegistry {
         at: DateTime<Utc>,
     ) -> Result<bool, tokio_postgres::Error> {
         let _one_at_a_time = self.checking.lock().await;
-        if *self.checked_at.lock().expect("registry lock") > at {
+        if self.checked_since(at) {
             return Ok(false);
         }
         let started = Utc::now();
