@@ -271,20 +271,25 @@ impl Shared {
         if !registry_miss || self.processor.registry.checked_since(message.received_at) {
             return verdict;
         }
-        match self.processor.store.pool().get().await {
-            Ok(conn) => {
-                if let Err(e) = self.processor.registry.ensure_current(&**conn, message.received_at).await {
-                    warn!(error = %e, "registry check failed");
-                }
-            }
-            Err(e) => warn!(error = %e, "registry check failed"),
-        }
+        self.check_registry(message.received_at).await;
         let latest = self.processor.registry.snapshot();
         if Arc::ptr_eq(&latest, registry) {
             return verdict;
         }
         *registry = latest;
         classify(&message.body, &message.message_id, registry)
+    }
+
+    /// Brings the registry snapshot up to every change committed before `at`; a failure
+    /// is logged and leaves the snapshot as it was.
+    async fn check_registry(&self, at: chrono::DateTime<chrono::Utc>) {
+        let result = match self.processor.store.pool().get().await {
+            Ok(conn) => self.processor.registry.ensure_current(&**conn, at).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "registry check failed");
+        }
     }
 
     fn record(&self, outcome: &CommitOutcome, batch: &[Classified]) {
@@ -551,9 +556,6 @@ async fn refresh_registry(shared: Arc<Shared>) {
     let every = shared.settings().registry_refresh.max(Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
-        let Ok(conn) = shared.processor.store.pool().get().await else { continue };
-        if let Err(e) = shared.processor.registry.ensure_current(&**conn, chrono::Utc::now()).await {
-            warn!(error = %e, "registry check failed");
-        }
+        shared.check_registry(chrono::Utc::now()).await;
     }
 }
