@@ -65,6 +65,17 @@ impl Reason {
     }
 }
 
+impl std::str::FromStr for Reason {
+    type Err = String;
+
+    fn from_str(code: &str) -> Result<Reason, String> {
+        Reason::from_code(code).ok_or_else(|| {
+            let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+            format!("expected one of {}", codes.join(", "))
+        })
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())

@@ -39,7 +39,7 @@ enum Command {
     /// Validate rejected messages again with the current registry; move those now valid.
     Replay {
         /// Only messages rejected for this reason (e.g. unknown_client).
-        #[arg(long, value_parser = parse_reason)]
+        #[arg(long)]
         reason: Option<Reason>,
         /// Only messages for this client.
         #[arg(long)]
@@ -143,13 +143,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn parse_reason(s: &str) -> Result<Reason, String> {
-    Reason::from_code(s).ok_or_else(|| {
-        let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
-        format!("expected one of {}", codes.join(", "))
-    })
 }
 
 /// Cancelled on the first SIGINT or SIGTERM; a second one exits at once.
