@@ -8,10 +8,10 @@ use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use event_processor::producers::load::{Generator, Mix};
 use event_processor::producers::templates::EventsFile;
-use event_processor::queue::Received;
 use event_processor::registry::{Registry, RegistryFile};
 use event_processor::store::Store;
-use event_processor::validation::{classify, Classified};
+use event_processor::store::{Arrival, Classified};
+use event_processor::validation::classify;
 
 fn server_url() -> String {
     let url =
@@ -25,15 +25,14 @@ fn batch(generator: &mut Generator, registry: &Registry, n: usize) -> Vec<Classi
             let body = generator.valid().body;
             let message_id = uuid::Uuid::new_v4().to_string();
             let verdict = classify(&body, &message_id, registry);
-            let message = Received {
+            let arrival = Arrival {
                 message_id,
-                receipt_handle: String::new(),
                 body,
                 receive_count: 1,
                 sent_at: Some(Utc::now()),
                 received_at: Utc::now(),
             };
-            Classified { message, verdict }
+            Classified { arrival, verdict }
         })
         .collect()
 }

@@ -1,4 +1,4 @@
-//! Settings shared by both binaries. Each comes from a command-line flag, else the
+//! Settings shared by the binaries. Each comes from a command-line flag, else the
 //! environment (after `.env`), else a default; `.env-template` lists them all.
 //!
 //! Every value name is the environment variable itself, so a bad value reads e.g.
@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::Settings;
-use crate::queue::{self, Queue};
+use crate::ingest::Settings;
+use crate::sqs::{self as queue, Queue};
 use crate::store::Store;
 
 /// Loads `.env` when present, then parses the command line and environment into `C`
@@ -83,29 +84,29 @@ impl QueueArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ProcessorArgs {
     /// Concurrent long-polling receive loops.
-    #[arg(long, env = "PROCESSOR_POLLERS", value_name = "PROCESSOR_POLLERS", default_value_t = 4, value_parser = at_least_one)]
+    #[arg(long, env = "PROCESSOR_POLLERS", value_name = "PROCESSOR_POLLERS", default_value_t = Settings::default().pollers, value_parser = at_least_one)]
     pub pollers: usize,
     /// Long-poll wait of each receive, 0-20 seconds.
-    #[arg(long, env = "PROCESSOR_WAIT_TIME_SECS", value_name = "PROCESSOR_WAIT_TIME_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
+    #[arg(long, env = "PROCESSOR_WAIT_TIME_SECS", value_name = "PROCESSOR_WAIT_TIME_SECS", default_value_t = Settings::default().wait_time.as_secs(), value_parser = clap::value_parser!(u64).range(0..=20))]
     pub wait_time_secs: u64,
     /// Messages received and not yet deleted; pollers wait at this bound.
-    #[arg(long, env = "PROCESSOR_MAX_IN_FLIGHT", value_name = "PROCESSOR_MAX_IN_FLIGHT", default_value_t = 1000, value_parser = at_least_one)]
+    #[arg(long, env = "PROCESSOR_MAX_IN_FLIGHT", value_name = "PROCESSOR_MAX_IN_FLIGHT", default_value_t = Settings::default().max_in_flight, value_parser = at_least_one)]
     pub max_in_flight: usize,
     /// Most messages per committed batch.
-    #[arg(long, env = "PROCESSOR_BATCH_SIZE", value_name = "PROCESSOR_BATCH_SIZE", default_value_t = 100, value_parser = at_least_one)]
+    #[arg(long, env = "PROCESSOR_BATCH_SIZE", value_name = "PROCESSOR_BATCH_SIZE", default_value_t = Settings::default().batch_size, value_parser = at_least_one)]
     pub batch_size: usize,
     /// Longest a batch waits to fill up, in milliseconds.
-    #[arg(long, env = "PROCESSOR_BATCH_WINDOW_MS", value_name = "PROCESSOR_BATCH_WINDOW_MS", default_value_t = 20)]
+    #[arg(long, env = "PROCESSOR_BATCH_WINDOW_MS", value_name = "PROCESSOR_BATCH_WINDOW_MS", default_value_t = Settings::default().batch_window.as_millis() as u64)]
     pub batch_window_ms: u64,
     /// Batches committed concurrently.
-    #[arg(long, env = "PROCESSOR_COMMITTERS", value_name = "PROCESSOR_COMMITTERS", default_value_t = 4, value_parser = at_least_one)]
+    #[arg(long, env = "PROCESSOR_COMMITTERS", value_name = "PROCESSOR_COMMITTERS", default_value_t = Settings::default().committers, value_parser = at_least_one)]
     pub committers: usize,
     /// While commits fail, seconds before held messages are released to SQS.
     #[arg(
         long,
         env = "PROCESSOR_RELEASE_AFTER_SECS",
         value_name = "PROCESSOR_RELEASE_AFTER_SECS",
-        default_value_t = 120
+        default_value_t = Settings::default().release_after.as_secs()
     )]
     pub release_after_secs: u64,
     /// Seconds to finish held messages after SIGINT/SIGTERM.
@@ -113,7 +114,7 @@ pub struct ProcessorArgs {
         long,
         env = "PROCESSOR_SHUTDOWN_TIMEOUT_SECS",
         value_name = "PROCESSOR_SHUTDOWN_TIMEOUT_SECS",
-        default_value_t = 20
+        default_value_t = Settings::default().shutdown_timeout.as_secs()
     )]
     pub shutdown_timeout_secs: u64,
     /// Seconds between progress log lines; 0 for none.
@@ -121,11 +122,11 @@ pub struct ProcessorArgs {
         long,
         env = "PROCESSOR_STATS_INTERVAL_SECS",
         value_name = "PROCESSOR_STATS_INTERVAL_SECS",
-        default_value_t = 5
+        default_value_t = Settings::default().stats_interval.map_or(0, |d| d.as_secs())
     )]
     pub stats_interval_secs: u64,
     /// Seconds between registry reloads (a miss also reloads it).
-    #[arg(long, env = "PROCESSOR_REGISTRY_REFRESH_SECS", value_name = "PROCESSOR_REGISTRY_REFRESH_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "PROCESSOR_REGISTRY_REFRESH_SECS", value_name = "PROCESSOR_REGISTRY_REFRESH_SECS", default_value_t = Settings::default().registry_refresh.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub registry_refresh_secs: u64,
     /// Address of /healthz, /readyz and /metrics; `off` disables the endpoint.
     #[arg(long, env = "PROCESSOR_HTTP_ADDR", value_name = "PROCESSOR_HTTP_ADDR", default_value = "127.0.0.1:9090", value_parser = http_addr)]
@@ -136,7 +137,7 @@ pub struct ProcessorArgs {
 #[derive(Debug, Clone, Copy)]
 pub struct HttpAddr(pub Option<std::net::SocketAddr>);
 
-fn http_addr(s: &str) -> Result<HttpAddr, String> {
+pub fn http_addr(s: &str) -> Result<HttpAddr, String> {
     match s.trim() {
         "off" | "" => Ok(HttpAddr(None)),
         a => a
@@ -176,7 +177,7 @@ pub enum LogFormat {
     Json,
 }
 
-fn at_least_one(s: &str) -> Result<usize, String> {
+pub fn at_least_one(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err("expected a whole number >= 1".to_owned()),
@@ -195,4 +196,49 @@ impl DatabaseArgs {
         use clap::Parser;
         Ok(Only::try_parse_from(["database"]).map_err(|e| anyhow::anyhow!("{e}"))?.database)
     }
+}
+
+/// A share, 0 to 1.
+pub fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("expected a number from 0 to 1".to_owned()),
+    }
+}
+
+/// A duration such as `500ms`, `30s`, `5m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = number.parse().map_err(|_| format!("expected a duration such as 30s or 5m, got '{s}'"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("expected a duration such as 30s or 5m, got '{s}'")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Cancelled on the first SIGINT or SIGTERM; a second one exits at once.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        for signals in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if signals > 0 {
+                eprintln!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+            tracing::info!("signal received: shutting down (send another to exit at once)");
+            cancel.cancel();
+        }
+    });
+    token
 }

@@ -1,37 +1,37 @@
-//! event-processor: drains multi-tenant JSON events from Amazon SQS, validates each
-//! against the schema registered for its tenant and event type, stores it exactly
-//! once in PostgreSQL, and deletes the SQS message only after that commit.
+//! event-processor: a multi-tenant event platform. Producers put JSON events on
+//! Amazon SQS; the processor validates each against the schema registered for its
+//! tenant and event type and stores it exactly once in PostgreSQL, deleting the SQS
+//! message only after that commit; the sender delivers every stored event to the
+//! consumers subscribed to it. The contract is `docs/design.md`.
 //!
-//! A tour, in the order a message travels:
+//! A tour, in the order an event travels:
 //!
-//! - [`queue`] — SQS: long-poll receive, batch delete, visibility changes, send.
-//! - [`envelope`] — the message body's envelope, parsed without trusting it.
-//! - [`registry`] — clients, event types with their compiled JSON Schemas, subscriptions.
-//! - [`validation`] — every message becomes one row: accepted, or rejected with a
-//!   stable [`rejection::Reason`].
-//! - [`store`] — PostgreSQL: migrations, and one idempotent transaction per batch.
-//! - [`pipeline`] — the processor: pollers, batching, commit, delete, heartbeats,
-//!   backpressure, outage handling, shutdown. The only module that knows all others.
-//! - [`replay`] — rejected messages validated again after a registry change.
-//! - [`producers`] — load generation and the verifier behind the `producers` binary.
-//! - [`ops`] — `/healthz`, `/readyz` and Prometheus `/metrics`.
-//! - [`config`], [`telemetry`], [`stats`], [`backoff`] — settings, logs, counters, retries.
+//! - [`sqs`]: the queue: long-poll receive, batch delete, visibility changes, send.
+//! - [`validation`]: envelope, classification, JSON Schema checks and the stable
+//!   rejection reasons. Pure: no I/O, nothing from SQS or the store.
+//! - [`registry`]: clients, event types with their compiled schemas, subscriptions;
+//!   the cached snapshot and the registry file (`apply` / `export`).
+//! - [`store`]: PostgreSQL: pool, migrations, one idempotent transaction per batch, replay.
+//! - [`ingest`]: the processor: pollers, batching, commit then delete, heartbeats,
+//!   backpressure, outage handling, shutdown. The only part that knows SQS,
+//!   validation and the store together.
+//! - [`delivery`]: the sender: the commit-safe log, consumers and their cursors,
+//!   signed webhooks, retries, parking, leases.
+//! - [`consumers`]: the fake consumer service for local runs and tests.
+//! - [`producers`]: load generation and the verifier behind the `producers` binary.
+//! - [`telemetry`]: logs, the `/healthz` `/readyz` `/metrics` endpoint, counters, liveness.
+//! - [`config`], [`backoff`]: settings (flag, environment, `.env`), retries.
 //!
-//! The binaries in `cmd/` only parse settings and call into this library; the
-//! contract they implement is `shared/design.md`, the local services live in
-//! `deployments/local/`, and `tests/` drives real LocalStack and PostgreSQL.
+//! The binaries in `cmd/` only parse settings and call into this library; the local
+//! services live in `deployments/local/`, and `tests/` drives real LocalStack and
+//! PostgreSQL.
 
 pub mod backoff;
 pub mod config;
-pub mod envelope;
-pub mod ops;
-pub mod pipeline;
+pub mod ingest;
 pub mod producers;
-pub mod queue;
 pub mod registry;
-pub mod rejection;
-pub mod replay;
-pub mod stats;
+pub mod sqs;
 pub mod store;
 pub mod telemetry;
 pub mod validation;

@@ -5,14 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use event_processor::config::{self, DatabaseArgs, LogArgs, ProcessorArgs, QueueArgs};
-use event_processor::ops::{self, Ops};
-use event_processor::pipeline::Processor;
+use event_processor::config::{self, shutdown_on_signals, DatabaseArgs, LogArgs, ProcessorArgs, QueueArgs};
+use event_processor::ingest::Processor;
 use event_processor::registry::RegistryFile;
-use event_processor::rejection::Reason;
-use event_processor::replay;
-use event_processor::telemetry;
-use tokio_util::sync::CancellationToken;
+use event_processor::store::replay;
+use event_processor::telemetry::{self, endpoint};
+use event_processor::validation::Reason;
 
 #[derive(Parser)]
 #[command(version, about = "Drains multi-tenant events from SQS into PostgreSQL, exactly once.")]
@@ -90,22 +88,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let queue = cli.queue.open().await?;
             let processor = Processor::new(cli.processor.settings(), queue.clone(), store.clone()).await?;
             let shutdown = shutdown_on_signals();
-            if let Some(addr) = cli.processor.http_addr.0 {
-                let listener = ops::bind(addr).await?;
-                let ops = Ops {
-                    metrics: ops::install_recorder()?,
-                    stats: processor.stats(),
-                    liveness: processor.liveness(),
-                    store,
-                    queue,
-                };
-                let stop = shutdown.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = ops::serve(listener, ops, stop).await {
-                        tracing::error!("operator endpoint stopped: {e:#}");
-                    }
-                });
-            }
+            endpoint::spawn(cli.processor.http_addr.0, "PROCESSOR_HTTP_ADDR", processor.probe(), shutdown.clone())
+                .await?;
             processor.run(shutdown).await?;
         }
         Some(Command::Migrate) => tracing::info!("migrations applied"),
@@ -124,46 +108,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 RegistryCommand::Export => {
                     println!("{}", serde_json::to_string_pretty(&RegistryFile::export(&**conn).await?)?)
                 }
-                RegistryCommand::List => {
-                    let file = RegistryFile::export(&**conn).await?;
-                    for c in &file.clients {
-                        let subscribed: Vec<&str> = file
-                            .subscriptions
-                            .iter()
-                            .filter(|s| s.client == c.id)
-                            .map(|s| s.event_type.as_str())
-                            .collect();
-                        println!("client {:<24} subscribed to {}", c.id, subscribed.join(", "));
-                    }
-                    for t in &file.event_types {
-                        println!("event type {} v{} {}", t.name, t.version, t.description);
-                    }
-                }
+                RegistryCommand::List => print!("{}", RegistryFile::export(&**conn).await?.listing()),
             }
         }
     }
     Ok(())
-}
-
-/// Cancelled on the first SIGINT or SIGTERM; a second one exits at once.
-fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        for signals in 0.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if signals > 0 {
-                eprintln!("second signal: exiting at once");
-                std::process::exit(130);
-            }
-            tracing::info!("signal received: shutting down (send another to exit at once)");
-            cancel.cancel();
-        }
-    });
-    token
 }

@@ -6,11 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use event_processor::config::{self, DatabaseArgs, LogArgs, QueueArgs};
+use event_processor::config::{self, parse_duration, ratio, DatabaseArgs, LogArgs, QueueArgs};
+use event_processor::ingest::Settings;
 use event_processor::producers::load::{self, Generator, LoadSettings, Mix};
 use event_processor::producers::templates::EventsFile;
 use event_processor::producers::{manifest, verify};
-use event_processor::registry::{self, RegistryFile};
+use event_processor::producers::tenants;
+use event_processor::registry::RegistryFile;
 use event_processor::telemetry;
 use tokio_util::sync::CancellationToken;
 
@@ -41,8 +43,8 @@ enum Command {
 
 #[derive(Args)]
 struct DrainArgs {
-    /// Concurrent long polls (as PROCESSOR_POLLERS).
-    #[arg(long, env = "PROCESSOR_POLLERS", value_name = "PROCESSOR_POLLERS", default_value_t = 4)]
+    /// Concurrent long polls (as many as the processor's default).
+    #[arg(long, default_value_t = Settings::default().pollers)]
     pollers: usize,
     /// Stop after deleting this many messages.
     #[arg(long)]
@@ -131,7 +133,7 @@ async fn send(args: SendArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.clients {
         let database = DatabaseArgs::try_from_env()?;
         let store = database.open().await?;
-        let report = registry::tenants(&RegistryFile::demo(), n).apply(&mut *store.pool().get().await?, false).await?;
+        let report = tenants(&RegistryFile::demo(), n).apply(&mut *store.pool().get().await?, false).await?;
         tracing::info!(clients = report.clients, "tenants registered");
     }
     let mix = Mix { invalid_ratio: args.invalid_ratio, duplicate_ratio: args.duplicate_ratio };
@@ -166,16 +168,8 @@ async fn send(args: SendArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
 async fn verify(args: VerifyArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
     let entries = manifest::read(&args.manifest)?;
     let store = event_processor::store::Store::connect(&args.database.database_url, 1)?;
-    let conn = store.pool().get().await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_secs);
-    let mut report = loop {
-        let report = verify::check(&**conn, &entries).await?;
-        if report.lost == 0 || tokio::time::Instant::now() >= deadline {
-            break report;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    if let Ok(client) = event_processor::queue::sdk_client().await {
+    let mut report = verify::until_complete(&store, &entries, Duration::from_secs(args.wait_secs)).await?;
+    if let Ok(client) = event_processor::sqs::sdk_client().await {
         if let Ok(dlq) = queue.open_dead_letters(client).await {
             report.dead_lettered = dlq.depth().await.ok().map(|(visible, in_flight)| visible + in_flight);
         }
@@ -198,24 +192,4 @@ async fn drain(args: DrainArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
     .await?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
-}
-
-fn ratio(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-        _ => Err("expected a number from 0 to 1".to_owned()),
-    }
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = number.parse().map_err(|_| format!("expected a duration such as 30s or 5m, got '{s}'"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("expected a duration such as 30s or 5m, got '{s}'")),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }

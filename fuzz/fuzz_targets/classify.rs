@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use event_processor::envelope::{find_nul, MAX_ID_CHARS};
+use event_processor::validation::{find_nul, MAX_ID_CHARS};
 use event_processor::registry::{Registry, RegistryFile};
 use event_processor::validation::{classify, Verdict};
 use libfuzzer_sys::fuzz_target;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::queue::{Queue, MAX_BATCH};
+use crate::sqs::{Queue, MAX_BATCH};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DrainSummary {

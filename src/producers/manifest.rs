@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::rejection::Reason;
+use crate::validation::Reason;
 
 /// What the processor must make of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,7 +4,11 @@
 //! ([`verify`]).
 
 pub mod drain;
+pub mod generator;
 pub mod load;
 pub mod manifest;
 pub mod templates;
+mod tenants;
 pub mod verify;
+
+pub use tenants::tenants;

@@ -157,7 +157,7 @@ mod tests {
         let t = &events.not_subscribed;
         assert_eq!(
             registry.schema_for(&t.client_id, &t.event_type, t.version).err().unwrap().reason,
-            crate::rejection::Reason::NotSubscribed
+            crate::validation::Reason::NotSubscribed
         );
     }
 

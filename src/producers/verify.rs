@@ -73,6 +73,24 @@ struct RejectedRow {
 }
 
 /// Checks the database against the manifest.
+/// [`check`] every half second until nothing is lost or `wait` has passed (the
+/// processor may still be draining); the last report.
+pub async fn until_complete(
+    store: &crate::store::Store,
+    entries: &[Entry],
+    wait: std::time::Duration,
+) -> anyhow::Result<Report> {
+    let conn = store.pool().get().await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let report = check(&**conn, entries).await?;
+        if report.lost == 0 || tokio::time::Instant::now() >= deadline {
+            return Ok(report);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 pub async fn check(db: &impl GenericClient, entries: &[Entry]) -> anyhow::Result<Report> {
     let event_ids: Vec<&str> = entries.iter().filter_map(|e| e.event_id.as_deref()).collect();
     let sqs_ids: Vec<&str> = entries.iter().map(|e| e.sqs_message_id.as_str()).collect();

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
-use event_processor::pipeline::{Processor, Settings};
-use event_processor::queue::Queue;
+use event_processor::ingest::{Processor, Settings};
+use event_processor::sqs::Queue;
 use event_processor::registry::RegistryFile;
-use event_processor::stats::{Snapshot, Stats};
+use event_processor::telemetry::{Snapshot, Stats};
 use event_processor::store::Store;
 use tokio_util::sync::CancellationToken;
 

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use event_processor::queue::MAX_BATCH;
-use event_processor::rejection::Reason;
-use event_processor::validation::{classify, Classified};
+use event_processor::sqs::MAX_BATCH;
+use event_processor::validation::Reason;
+use event_processor::store::{Arrival, Classified};
+use event_processor::validation::classify;
 
 use crate::harness::{eventually, settings, valid_event, QueueOptions, TestEnv};
 
@@ -104,9 +105,16 @@ async fn a_legacy_message_redelivered_by_sqs_gives_one_row() {
     assert_eq!(received.len(), 1);
     let registry =
         event_processor::registry::Registry::from_file(&event_processor::registry::RegistryFile::demo()).unwrap();
-    let message = received.into_iter().next().unwrap();
-    let verdict = classify(&message.body, &message.message_id, &registry);
-    let outcome = env.store.commit_batch(&mut [Classified { message, verdict }]).await.unwrap();
+    let m = received.into_iter().next().unwrap();
+    let verdict = classify(&m.body, &m.message_id, &registry);
+    let arrival = Arrival {
+        message_id: m.message_id,
+        body: m.body,
+        receive_count: m.receive_count,
+        sent_at: m.sent_at,
+        received_at: m.received_at,
+    };
+    let outcome = env.store.commit_batch(&mut [Classified { arrival, verdict }]).await.unwrap();
     assert_eq!(outcome.stored, 1);
 
     // SQS redelivers it once the visibility timeout passes; the processor absorbs it.

@@ -1,17 +1,15 @@
 //! The store's last line of defence: a row PostgreSQL refuses is isolated.
 
 use chrono::Utc;
-use event_processor::queue::Received;
-use event_processor::rejection::Reason;
-use event_processor::validation::{Classified, Event, Verdict};
+use event_processor::store::{Arrival, Classified};
+use event_processor::validation::{Event, Reason, Verdict};
 
 use crate::harness::TestEnv;
 
 fn accepted(event_id: &str, payload: serde_json::Value) -> Classified {
     Classified {
-        message: Received {
+        arrival: Arrival {
             message_id: format!("sqs-{event_id}"),
-            receipt_handle: String::new(),
             body: "{}".into(),
             receive_count: 1,
             sent_at: None,

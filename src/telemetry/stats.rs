@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use crate::rejection::Reason;
+use crate::validation::Reason;
 
 #[derive(Debug, Default)]
 pub struct Stats {

@@ -1,5 +1,8 @@
-//! Classification: every received message becomes exactly one row, either an
-//! accepted [`Event`] for `message` or a [`Rejected`] one for `rejected_message`.
+//! Validation: every message body becomes exactly one verdict, either an accepted
+//! [`Event`] for `message` or a [`Rejected`] one for `rejected_message`.
+//!
+//! Pure: no I/O, and nothing from the SQS or store modules, so the processor, replay,
+//! the fuzzer and (later) the HTTP ingest endpoint all judge a body the same way.
 //!
 //! Order of checks: JSON, envelope, storability, client, event type and version,
 //! subscription, schema. Storability comes before the registry so that a payload
@@ -8,10 +11,15 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::envelope::{find_nul, Envelope, Identity};
-use crate::queue::Received;
-use crate::registry::{violation, Registry};
-use crate::rejection::{Reason, Rejection};
+use crate::registry::Registry;
+
+pub mod envelope;
+pub mod rejection;
+mod schema;
+
+pub use envelope::{find_nul, kind_of, Envelope, Identity, MAX_ID_CHARS};
+pub use rejection::{Reason, Rejection};
+pub use schema::{violation, Schema};
 
 /// An accepted event, ready for the `message` table.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,13 +53,6 @@ impl Verdict {
             Verdict::Rejected(r) => Some(r.rejection.reason),
         }
     }
-}
-
-/// A received message with its verdict: one row to commit, one message to delete.
-#[derive(Debug, Clone)]
-pub struct Classified {
-    pub message: Received,
-    pub verdict: Verdict,
 }
 
 /// Decides what a message body becomes. Pure: no I/O, cheap enough for the poller.

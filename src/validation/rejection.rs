@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
-/// A stable rejection reason code (see `shared/design.md`).
+/// A stable rejection reason code (see `docs/design.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
     /// The body is not JSON at all (for example the original "Hello World").

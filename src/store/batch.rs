@@ -1,26 +1,35 @@
-//! The PostgreSQL store: migrations, and the one transaction per batch that makes a
-//! message's row durable before the message may leave SQS.
-//!
-//! Each batch is two set-based statements (`INSERT ... SELECT FROM UNNEST(...) ON
-//! CONFLICT DO NOTHING`), prepared once per connection. A conflict is a duplicate,
-//! and a duplicate is a success: that is what makes redeliveries harmless.
+//! One transaction per batch: the rows of accepted and rejected messages, written
+//! with `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO NOTHING`.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::{json, Value};
 use tokio_postgres::types::Json;
-use tokio_postgres::NoTls;
 
-use crate::envelope::Identity;
-use crate::rejection::{Reason, Rejection};
-use crate::validation::{Classified, Rejected, Verdict};
+use super::{Store, StoreError};
+use crate::validation::{Identity, Reason, Rejected, Rejection, Verdict};
 
-mod embedded {
-    refinery::embed_migrations!("migrations");
+/// How a message arrived, as its row records it. Transport-neutral: the SQS receipt
+/// handle stays with the ingest pipeline, which alone deletes messages.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// The SQS message id: the key of `rejected_message`, and the event id of an
+    /// envelope without one.
+    pub message_id: String,
+    pub body: String,
+    /// `ApproximateReceiveCount`: 1 on first delivery.
+    pub receive_count: i32,
+    /// `SentTimestamp`: when the producer's send was acknowledged.
+    pub sent_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A message with its verdict: one row to commit.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub arrival: Arrival,
+    pub verdict: Verdict,
 }
 
 const INSERT_MESSAGES: &str = "
@@ -36,40 +45,6 @@ const INSERT_REJECTED: &str = "
                          $8::text[], $9::int4[], $10::timestamptz[], $11::timestamptz[])
     ON CONFLICT (sqs_message_id) DO NOTHING";
 
-/// A failed commit. Nothing of the batch was stored.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("no database connection: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error: {}", describe(.0))]
-    Postgres(#[from] tokio_postgres::Error),
-}
-
-impl StoreError {
-    /// PostgreSQL refused the data itself (SQLSTATE classes 22 "data exception" and
-    /// 23 "integrity constraint violation"): retrying the same rows cannot succeed.
-    /// Everything else (connection loss, timeouts, deadlocks, shutdown) is transient.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            StoreError::Postgres(e) => {
-                e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
-            }
-            StoreError::Pool(_) => false,
-        }
-    }
-}
-
-/// A tokio-postgres error with the server's message, which its `Display` leaves out.
-pub fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({}): {}", db.message(), db.code().code(), db.detail().unwrap_or_default()),
-        None => match std::error::Error::source(e) {
-            Some(source) => format!("{e}: {source}"),
-            None => e.to_string(),
-        },
-    }
-}
-
 /// What one committed batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -83,54 +58,7 @@ pub struct CommitOutcome {
     pub unstorable: u64,
 }
 
-#[derive(Clone)]
-pub struct Store {
-    pool: Pool,
-}
-
 impl Store {
-    /// A pool of `size` connections to `database_url`. Connects lazily.
-    pub fn connect(database_url: &str, size: usize) -> anyhow::Result<Store> {
-        let mut config: tokio_postgres::Config =
-            database_url.parse().context("DATABASE_URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        config.application_name("event-processor");
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .context("DATABASE_POOL_SIZE: cannot build the connection pool")?;
-        Ok(Store { pool })
-    }
-
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    /// Applies the embedded migrations. An advisory lock lets replicas start together.
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        let mut conn = self.pool.get().await.context("cannot connect to DATABASE_URL")?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        client.execute("SELECT pg_advisory_lock(7351001)", &[]).await?;
-        let result = embedded::migrations::runner().run_async(client).await;
-        client.execute("SELECT pg_advisory_unlock(7351001)", &[]).await?;
-        result.context("migrations failed")?;
-        Ok(())
-    }
-
-    /// A round trip through the table batches write to, to tell whether the database
-    /// is usable again (a server that answers but cannot serve the table is not).
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.pool.get().await?.simple_query("SELECT 1 FROM message LIMIT 1").await?;
-        Ok(())
-    }
-
     /// Commits a batch in one transaction. If PostgreSQL refuses a row permanently,
     /// the batch is split so that only the refused rows become `unstorable`
     /// rejections (their verdicts are changed in place) and the rest commit.
@@ -145,7 +73,7 @@ impl Store {
                     let outcome = match self.try_commit(item).await {
                         Err(e) if e.is_permanent() => {
                             let item = &mut item[0];
-                            tracing::warn!(sqs_message_id = %item.message.message_id, error = %e, "rejected as unstorable");
+                            tracing::warn!(sqs_message_id = %item.arrival.message_id, error = %e, "rejected as unstorable");
                             item.verdict = unstorable(&item.verdict, &e);
                             let mut outcome = self.try_commit(std::slice::from_mut(item)).await?;
                             outcome.unstorable = 1;
@@ -181,7 +109,7 @@ impl Store {
         let accepted: Vec<&str> = batch
             .iter()
             .filter(|c| matches!(c.verdict, Verdict::Accepted(_)))
-            .map(|c| c.message.message_id.as_str())
+            .map(|c| c.arrival.message_id.as_str())
             .collect();
         let rejects = RejectedColumns::of(batch);
         let mut conn = self.pool.get().await?;
@@ -241,9 +169,9 @@ impl<'a> EventColumns<'a> {
                 c.version.push(e.version);
                 c.payload.push(Json(&e.payload));
                 c.occurred_at.push(e.occurred_at);
-                c.sent_at.push(item.message.sent_at);
-                c.received_at.push(item.message.received_at);
-                c.sqs_message_id.push(&item.message.message_id);
+                c.sent_at.push(item.arrival.sent_at);
+                c.received_at.push(item.arrival.received_at);
+                c.sqs_message_id.push(&item.arrival.message_id);
             }
         }
         c
@@ -300,7 +228,7 @@ impl<'a> RejectedColumns<'a> {
         let mut c = RejectedColumns::default();
         for item in batch {
             if let Verdict::Rejected(r) = &item.verdict {
-                let m = &item.message;
+                let m = &item.arrival;
                 c.sqs_message_id.push(&m.message_id);
                 // SQS does not allow NUL in bodies, but text columns refuse it: never fail on it.
                 c.body.push(if m.body.contains('\0') {

@@ -7,11 +7,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::queue::Received;
+use super::{Arrival, Classified, Store};
 use crate::registry::Registry;
-use crate::rejection::Reason;
-use crate::store::Store;
-use crate::validation::{classify, Classified, Verdict};
+use crate::validation::{classify, Reason, Verdict};
 
 /// Which rejected messages to replay; every filter is optional.
 #[derive(Debug, Clone, Default)]
@@ -55,16 +53,15 @@ pub async fn run(store: &Store, filter: &Filter, dry_run: bool) -> anyhow::Resul
         let batch: Vec<Classified> = rows
             .iter()
             .map(|row| {
-                let message = Received {
+                let arrival = Arrival {
                     message_id: row.get(0),
-                    receipt_handle: String::new(),
                     body: row.get(1),
                     receive_count: row.get(2),
                     sent_at: row.get(3),
                     received_at: row.get(4),
                 };
-                let verdict = classify(&message.body, &message.message_id, &registry);
-                Classified { message, verdict }
+                let verdict = classify(&arrival.body, &arrival.message_id, &registry);
+                Classified { arrival, verdict }
             })
             .collect();
         report.examined += batch.len() as u64;

@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::rejection::{Reason, Rejection};
+use super::rejection::{Reason, Rejection};
 
 /// Longest accepted `client_id`, `event_type` and `event_id`.
 pub const MAX_ID_CHARS: usize = 128;

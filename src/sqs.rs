@@ -1,4 +1,4 @@
-//! The SQS queue: receive, delete, change visibility and send, with the AWS SDK.
+//! SQS: receive, delete, change visibility and send, with the AWS SDK.
 //!
 //! This is the only module that speaks SQS. It hands the rest of the code plain
 //! [`Received`] messages and reports per-entry batch failures, which SQS returns
@@ -199,14 +199,9 @@ impl Queue {
 
     /// Deletes up to 10 messages by receipt handle; returns the entries SQS refused.
     pub async fn delete(&self, receipt_handles: &[&str]) -> Result<Vec<EntryFailure>, QueueError> {
-        let entries = receipt_handles
-            .iter()
-            .enumerate()
-            .map(|(i, handle)| {
-                DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(*handle).build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .expect("id and receipt handle are set");
+        let entries = entries(receipt_handles, |id, handle| {
+            DeleteMessageBatchRequestEntry::builder().id(id).receipt_handle(*handle).build()
+        });
         let output = self
             .client
             .delete_message_batch()
@@ -225,18 +220,13 @@ impl Queue {
         receipt_handles: &[&str],
         timeout: Duration,
     ) -> Result<Vec<EntryFailure>, QueueError> {
-        let entries = receipt_handles
-            .iter()
-            .enumerate()
-            .map(|(i, handle)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(*handle)
-                    .visibility_timeout(timeout.as_secs().min(43_200) as i32)
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .expect("id and receipt handle are set");
+        let entries = entries(receipt_handles, |id, handle| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(id)
+                .receipt_handle(*handle)
+                .visibility_timeout(timeout.as_secs().min(43_200) as i32)
+                .build()
+        });
         let output = self
             .client
             .change_message_visibility_batch()
@@ -251,12 +241,7 @@ impl Queue {
     /// Sends up to 10 bodies in one call; returns, per body, the SQS message id or the
     /// refusal.
     pub async fn send(&self, bodies: &[String]) -> Result<Vec<Result<String, EntryFailure>>, QueueError> {
-        let entries = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(body).build())
-            .collect::<Result<Vec<_>, _>>()
-            .expect("id and body are set");
+        let entries = entries(bodies, |id, body| SendMessageBatchRequestEntry::builder().id(id).message_body(body).build());
         let output = self
             .client
             .send_message_batch()
@@ -290,6 +275,12 @@ impl Queue {
     }
 }
 
+/// Batch entries with ids "0".."n-1", so a failure's id is its entry's index.
+fn entries<I, T, E: std::fmt::Debug>(items: &[I], build: impl Fn(String, &I) -> Result<T, E>) -> Vec<T> {
+    items.iter().enumerate().map(|(i, item)| build(i.to_string(), item).expect("every required field is set")).collect()
+}
+
+/// The entries a batch call refused, by index.
 fn failures(failed: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<EntryFailure> {
     failed
         .iter()

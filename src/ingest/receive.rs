@@ -1,0 +1,118 @@
+//! Receiving: long polls that wait for the database and for in-flight room, then
+//! classify each message and pass it to the batcher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::settle::Pending;
+use super::Shared;
+use crate::backoff::Backoff;
+use crate::registry::Registry;
+use crate::sqs::{Received, MAX_BATCH};
+use crate::store::{Arrival, Classified};
+use crate::telemetry::Stats;
+use crate::validation::{classify, Verdict};
+
+/// On shutdown, how long a receive already under way may take to answer.
+const RECEIVE_GRACE: Duration = Duration::from_millis(500);
+
+/// One receive loop: wait for the database and for in-flight room, long-poll,
+/// classify, pass on. Errors back off with jitter.
+pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(20));
+    let mut healthy = shared.healthy.subscribe();
+    let cancel = shared.shutdown.clone();
+    loop {
+        // What is received while the database is down could not be stored: don't.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            ok = healthy.wait_for(|h| *h) => if ok.is_err() { return },
+        }
+        let room = tokio::select! {
+            _ = cancel.cancelled() => return,
+            permits = shared.held.slots.acquire_many(MAX_BATCH as u32) => permits.expect("slots are never closed"),
+        };
+        room.forget();
+        let receive = shared.processor.queue.receive(MAX_BATCH, shared.settings().wait_time);
+        tokio::pin!(receive);
+        let received = tokio::select! {
+            r = &mut receive => r,
+            // A receive that is answering lets its messages be finished rather than
+            // dropped (they would stay invisible for a whole visibility timeout); one
+            // that is only waiting on an empty queue is abandoned.
+            _ = cancel.cancelled() => match tokio::time::timeout(RECEIVE_GRACE, &mut receive).await {
+                Ok(r) => r,
+                Err(_) => {
+                    shared.held.slots.add_permits(MAX_BATCH);
+                    return;
+                }
+            },
+        };
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(e) => {
+                shared.held.slots.add_permits(MAX_BATCH);
+                let delay = backoff.next_delay();
+                if e.queue_missing || backoff.failures() == 1 || backoff.failures().is_multiple_of(10) {
+                    warn!(error = %e, failures = backoff.failures(), retry_in = ?delay, "receive failed");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        if backoff.failures() > 0 {
+            info!(after_failures = backoff.failures(), "receiving again");
+            backoff.reset();
+        }
+        shared.held.slots.add_permits(MAX_BATCH - messages.len());
+        Stats::add(&shared.stats().received, messages.len() as u64);
+        let visible_until = Instant::now() + shared.visibility;
+        shared.held.hold(messages.iter().map(|m| m.receipt_handle.as_str()), visible_until);
+        let mut registry = shared.processor.registry.snapshot();
+        for message in messages {
+            let Received { receipt_handle, message_id, body, receive_count, sent_at, received_at } = message;
+            let arrival = Arrival { message_id, body, receive_count, sent_at, received_at };
+            let verdict = shared.classify(&arrival, &mut registry).await;
+            if tx.send(Pending { receipt_handle, row: Classified { arrival, verdict } }).await.is_err() {
+                return; // the batcher is gone: `run` releases what is held
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Classifies a message. Before rejecting one for a registry miss, makes sure the
+    /// registry includes every change committed before the message was received.
+    async fn classify(&self, message: &Arrival, registry: &mut Arc<Registry>) -> Verdict {
+        let verdict = classify(&message.body, &message.message_id, registry);
+        let registry_miss = verdict.reason().is_some_and(|r| r.is_registry_miss());
+        if !registry_miss || self.processor.registry.checked_since(message.received_at) {
+            return verdict;
+        }
+        self.check_registry(message.received_at).await;
+        let latest = self.processor.registry.snapshot();
+        if Arc::ptr_eq(&latest, registry) {
+            return verdict;
+        }
+        *registry = latest;
+        classify(&message.body, &message.message_id, registry)
+    }
+
+    /// Brings the registry snapshot up to every change committed before `at`; a failure
+    /// is logged and leaves the snapshot as it was.
+    pub(super) async fn check_registry(&self, at: chrono::DateTime<chrono::Utc>) {
+        let result = match self.processor.store.pool().get().await {
+            Ok(conn) => self.processor.registry.ensure_current(&**conn, at).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "registry check failed");
+        }
+    }
+}

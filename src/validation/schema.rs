@@ -1,0 +1,77 @@
+//! JSON Schemas: compiled once per (event type, version), and the
+//! `schema_violation` rejection that lists where and why a payload fails.
+
+use serde_json::{json, Value};
+
+use super::rejection::{Reason, Rejection};
+
+/// A compiled schema for one (event type, version).
+pub struct Schema {
+    /// The schema document, kept to tell whether a reload changed it.
+    pub document: Value,
+    pub validator: jsonschema::Validator,
+}
+
+impl Schema {
+    /// Compiles a schema, after checking it against its meta-schema. Formats
+    /// (`date-time`, `email`, `uuid`, ...) are asserted, as producers expect.
+    pub fn compile(document: Value) -> anyhow::Result<Schema> {
+        jsonschema::meta::validate(&document).map_err(|e| anyhow::anyhow!("not a valid JSON Schema: {e}"))?;
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&document)
+            .map_err(|e| anyhow::anyhow!("cannot compile the schema: {e}"))?;
+        Ok(Schema { document, validator })
+    }
+}
+
+/// A `schema_violation` rejection listing where and why the payload fails.
+pub fn violation(schema: &Schema, payload: &Value) -> Option<Rejection> {
+    const MAX_ERRORS: usize = 20;
+    const MAX_MESSAGE_CHARS: usize = 300;
+    let mut errors = schema.validator.iter_errors(payload).peekable();
+    errors.peek()?;
+    let listed: Vec<Value> = errors
+        .take(MAX_ERRORS)
+        .map(|e| {
+            // Messages quote the offending value, which may be huge: keep them short.
+            let mut message = e.to_string();
+            if message.len() > MAX_MESSAGE_CHARS {
+                let cut = (0..=MAX_MESSAGE_CHARS).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
+                message.truncate(cut);
+                message.push('…');
+            }
+            json!({
+                "instance_path": e.instance_path().to_string(),
+                "schema_path": e.schema_path().to_string(),
+                "message": message,
+            })
+        })
+        .collect();
+    Some(Rejection { reason: Reason::SchemaViolation, detail: json!({ "errors": listed }) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Registry, RegistryFile};
+
+    #[test]
+    fn violations_list_paths_and_formats_are_asserted() {
+        let registry = Registry::from_file(&RegistryFile::demo()).unwrap();
+        let schema = registry.schema_for("client-1", "user-app", 2).unwrap();
+        let ok = json!({"user_id": "usr-0123abcd", "action": "login", "at": "2026-11-22T10:00:00Z"});
+        assert!(violation(schema, &ok).is_none());
+        let bad = json!({"user_id": "usr-0123abcd", "action": "fly", "at": "not a time"});
+        let detail = violation(schema, &bad).unwrap().detail;
+        let paths: Vec<&str> =
+            detail["errors"].as_array().unwrap().iter().map(|e| e["instance_path"].as_str().unwrap()).collect();
+        assert!(paths.contains(&"/action") && paths.contains(&"/at"), "{detail}");
+    }
+
+    #[test]
+    fn an_invalid_schema_is_refused() {
+        assert!(Schema::compile(json!({"type": "no-such-type"})).is_err());
+        assert!(Schema::compile(json!({"$ref": "https://example.com/remote.json"})).is_err());
+    }
+}
