@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use event_processor::producers::load::{Generator, Mix};
+use event_processor::producers::generator::{Generator, Mix};
 use event_processor::producers::templates::EventsFile;
 use event_processor::registry::{Registry, RegistryFile};
 use event_processor::store::Store;
@@ -25,13 +25,8 @@ fn batch(generator: &mut Generator, registry: &Registry, n: usize) -> Vec<Classi
             let body = generator.valid().body;
             let message_id = uuid::Uuid::new_v4().to_string();
             let verdict = classify(&body, &message_id, registry);
-            let arrival = Arrival {
-                message_id,
-                body,
-                receive_count: 1,
-                sent_at: Some(Utc::now()),
-                received_at: Utc::now(),
-            };
+            let arrival =
+                Arrival { message_id, body, receive_count: 1, sent_at: Some(Utc::now()), received_at: Utc::now() };
             Classified { arrival, verdict }
         })
         .collect()

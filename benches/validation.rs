@@ -2,7 +2,7 @@
 //! 300-600 bytes from the demo templates) and each rejection kind.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use event_processor::producers::load::{Generator, Invalid, Mix};
+use event_processor::producers::generator::{Generator, Invalid, Mix};
 use event_processor::producers::templates::EventsFile;
 use event_processor::registry::{Registry, RegistryFile};
 use event_processor::validation::classify;

@@ -90,17 +90,28 @@ mod tests {
         let mut calls = 0;
         let mut b = Backoff::new(Duration::from_millis(10), Duration::from_millis(40));
         let r: Result<u32, &str> = b
-            .retry(None, || {
-                calls += 1;
-                let n = calls;
-                async move { if n < 3 { Err("no") } else { Ok(n) } }
-            }, |_, _, _| {})
+            .retry(
+                None,
+                || {
+                    calls += 1;
+                    let n = calls;
+                    async move {
+                        if n < 3 {
+                            Err("no")
+                        } else {
+                            Ok(n)
+                        }
+                    }
+                },
+                |_, _, _| {},
+            )
             .await;
         assert_eq!(r, Ok(3));
         let mut failures = 0;
         let deadline = Instant::now() + Duration::from_millis(200);
-        let r: Result<(), &str> =
-            Backoff::new(Duration::from_millis(10), Duration::from_millis(40)).retry(Some(deadline), || async { Err("down") }, |_, _, _| failures += 1).await;
+        let r: Result<(), &str> = Backoff::new(Duration::from_millis(10), Duration::from_millis(40))
+            .retry(Some(deadline), || async { Err("down") }, |_, _, _| failures += 1)
+            .await;
         assert_eq!(r, Err("down"));
         assert!(Instant::now() <= deadline, "gave up before sleeping past the deadline");
         assert!(failures >= 3, "retried until the deadline: {failures}");

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::{self, webhook::Networks};
 use crate::ingest::Settings;
 use crate::sqs::{self as queue, Queue};
 use crate::store::Store;
@@ -160,6 +161,60 @@ impl ProcessorArgs {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
             stats_interval: (self.stats_interval_secs > 0).then(|| Duration::from_secs(self.stats_interval_secs)),
             registry_refresh: Duration::from_secs(self.registry_refresh_secs),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SenderArgs {
+    /// Seconds a consumer's lease lasts without renewal (a dead sender's consumers are
+    /// taken over after it).
+    #[arg(long, env = "SENDER_LEASE_SECS", value_name = "SENDER_LEASE_SECS", default_value_t = delivery::Settings::default().lease.as_secs(), value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_secs: u64,
+    /// Most consumers this sender serves at once.
+    #[arg(long, env = "SENDER_MAX_CONSUMERS", value_name = "SENDER_MAX_CONSUMERS", default_value_t = delivery::Settings::default().max_consumers, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_consumers: i64,
+    /// Events read per query.
+    #[arg(long, env = "SENDER_BATCH_SIZE", value_name = "SENDER_BATCH_SIZE", default_value_t = delivery::Settings::default().batch_size, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub batch_size: i64,
+    /// Milliseconds an idle consumer waits before reading again.
+    #[arg(long, env = "SENDER_POLL_INTERVAL_MS", value_name = "SENDER_POLL_INTERVAL_MS", default_value_t = delivery::Settings::default().poll_interval.as_millis() as u64)]
+    pub poll_interval_ms: u64,
+    /// Milliseconds a cursor may stay uncommitted while deliveries succeed.
+    #[arg(long, env = "SENDER_COMMIT_INTERVAL_MS", value_name = "SENDER_COMMIT_INTERVAL_MS", default_value_t = delivery::Settings::default().commit_interval.as_millis() as u64)]
+    pub commit_interval_ms: u64,
+    /// Delays before each retry, e.g. 5s,5m,30m,2h,5h,10h,10h; then the event is parked.
+    #[arg(long, env = "SENDER_RETRY_SCHEDULE", value_name = "SENDER_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = delivery::parse_schedule)]
+    pub retry_schedule: Schedule,
+    /// Seconds of nothing but failures after which a consumer is disabled.
+    #[arg(long, env = "SENDER_DISABLE_AFTER_SECS", value_name = "SENDER_DISABLE_AFTER_SECS", default_value_t = delivery::Settings::default().disable_after.as_secs())]
+    pub disable_after_secs: u64,
+    /// Networks consumers may be in besides public addresses, e.g. 127.0.0.0/8,::1/128.
+    #[arg(long, env = "SENDER_ALLOWED_NETWORKS", value_name = "SENDER_ALLOWED_NETWORKS", default_value = "")]
+    pub allowed_networks: Networks,
+    /// Seconds to finish requests in flight after SIGINT/SIGTERM.
+    #[arg(long, env = "SENDER_SHUTDOWN_TIMEOUT_SECS", value_name = "SENDER_SHUTDOWN_TIMEOUT_SECS", default_value_t = delivery::Settings::default().shutdown_timeout.as_secs())]
+    pub shutdown_timeout_secs: u64,
+    /// Address of /healthz, /readyz and /metrics; `off` disables the endpoint.
+    #[arg(long, env = "SENDER_HTTP_ADDR", value_name = "SENDER_HTTP_ADDR", default_value = "127.0.0.1:9091", value_parser = http_addr)]
+    pub http_addr: HttpAddr,
+}
+
+/// A retry schedule, as a type clap can hold.
+pub type Schedule = Vec<Duration>;
+
+impl SenderArgs {
+    pub fn settings(&self) -> delivery::Settings {
+        delivery::Settings {
+            lease: Duration::from_secs(self.lease_secs),
+            max_consumers: self.max_consumers,
+            batch_size: self.batch_size,
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            commit_interval: Duration::from_millis(self.commit_interval_ms),
+            schedule: self.retry_schedule.clone(),
+            disable_after: Duration::from_secs(self.disable_after_secs),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            ..delivery::Settings::default()
         }
     }
 }

@@ -28,6 +28,8 @@
 
 pub mod backoff;
 pub mod config;
+pub mod consumers;
+pub mod delivery;
 pub mod ingest;
 pub mod producers;
 pub mod registry;

@@ -241,7 +241,8 @@ impl Queue {
     /// Sends up to 10 bodies in one call; returns, per body, the SQS message id or the
     /// refusal.
     pub async fn send(&self, bodies: &[String]) -> Result<Vec<Result<String, EntryFailure>>, QueueError> {
-        let entries = entries(bodies, |id, body| SendMessageBatchRequestEntry::builder().id(id).message_body(body).build());
+        let entries =
+            entries(bodies, |id, body| SendMessageBatchRequestEntry::builder().id(id).message_body(body).build());
         let output = self
             .client
             .send_message_batch()

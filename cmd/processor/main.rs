@@ -61,7 +61,11 @@ enum RegistryCommand {
         force: bool,
     },
     /// Print everything registered, as JSON that `apply` takes back.
-    Export,
+    Export {
+        /// Include consumers' signing secrets (a backup that can rebuild them; keep it safe).
+        #[arg(long)]
+        with_secrets: bool,
+    },
     /// One line per client and event type.
     List,
 }
@@ -105,10 +109,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let report = RegistryFile::read(&file)?.apply(&mut conn, force).await?;
                     println!("{report:?}");
                 }
-                RegistryCommand::Export => {
-                    println!("{}", serde_json::to_string_pretty(&RegistryFile::export(&**conn).await?)?)
+                RegistryCommand::Export { with_secrets } => {
+                    println!("{}", serde_json::to_string_pretty(&RegistryFile::export(&**conn, with_secrets).await?)?)
                 }
-                RegistryCommand::List => print!("{}", RegistryFile::export(&**conn).await?.listing()),
+                RegistryCommand::List => print!("{}", RegistryFile::export(&**conn, false).await?.listing()),
             }
         }
     }

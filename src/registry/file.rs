@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 
+use crate::delivery::consumer::{self, ConsumerEntry, Registered};
 use crate::validation::Schema;
 
 /// Registry data as kept in files (`deployments/registry.json`), applied with
@@ -23,6 +24,9 @@ pub struct RegistryFile {
     pub event_types: Vec<EventTypeEntry>,
     #[serde(default)]
     pub subscriptions: Vec<SubscriptionEntry>,
+    /// Who receives the clients' events over HTTP (the sender's consumers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumers: Vec<ConsumerEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,6 +71,7 @@ pub struct ApplyReport {
     pub clients: u64,
     pub event_types: u64,
     pub subscriptions: u64,
+    pub consumers: u64,
 }
 
 impl RegistryFile {
@@ -144,12 +149,18 @@ impl RegistryFile {
                 .await
                 .with_context(|| format!("subscription of '{}' to '{}'", s.client, s.event_type))?;
         }
+        for c in &self.consumers {
+            if !matches!(consumer::register(&tx, c, false).await?, Registered::Unchanged { .. }) {
+                report.consumers += 1;
+            }
+        }
         tx.commit().await?;
         Ok(report)
     }
 
-    /// Everything registered, in a form `apply` takes back.
-    pub async fn export(db: &impl GenericClient) -> Result<RegistryFile, tokio_postgres::Error> {
+    /// Everything registered, in a form `apply` takes back; consumers' signing
+    /// secrets only `with_secrets` (a backup that can rebuild them).
+    pub async fn export(db: &impl GenericClient, with_secrets: bool) -> Result<RegistryFile, tokio_postgres::Error> {
         let producers = db
             .query("SELECT id, name FROM producer ORDER BY id", &[])
             .await?
@@ -180,7 +191,8 @@ impl RegistryFile {
             .iter()
             .map(|r| SubscriptionEntry { client: r.get(0), event_type: r.get(1) })
             .collect();
-        Ok(RegistryFile { producers, clients, event_types, subscriptions })
+        let consumers = consumer::export(db, with_secrets).await?;
+        Ok(RegistryFile { producers, clients, event_types, subscriptions, consumers })
     }
 
     /// One line per client (with its subscriptions) and per event type, for people.
@@ -199,6 +211,7 @@ impl RegistryFile {
 
     /// The demo registry shipped in `deployments/registry.json`.
     pub fn demo() -> RegistryFile {
-        serde_json::from_str(include_str!("../../deployments/registry.json")).expect("deployments/registry.json is valid")
+        serde_json::from_str(include_str!("../../deployments/registry.json"))
+            .expect("deployments/registry.json is valid")
     }
 }

@@ -42,7 +42,11 @@ impl Liveness {
     /// Ok while the last beat is recent; otherwise says how long `what` has been silent.
     pub fn check(&self, what: &str) -> Result<(), String> {
         let quiet = self.since_last_beat();
-        if quiet < Self::STALL { Ok(()) } else { Err(format!("{what} silent for {}s", quiet.as_secs())) }
+        if quiet < Self::STALL {
+            Ok(())
+        } else {
+            Err(format!("{what} silent for {}s", quiet.as_secs()))
+        }
     }
 }
 

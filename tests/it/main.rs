@@ -3,6 +3,7 @@
 //! Set TEST_LOG=1 to see the processor's logs.
 
 mod binaries;
+mod delivery;
 mod harness;
 mod ops;
 mod processor;

@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use event_processor::registry::{ClientEntry, RegistryFile, SubscriptionEntry};
-use event_processor::validation::Reason;
 use event_processor::store::replay::{self, Filter};
+use event_processor::validation::Reason;
 
 use crate::harness::{child_env, eventually, settings, valid_event, TestEnv};
 

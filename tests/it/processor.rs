@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use event_processor::sqs::MAX_BATCH;
-use event_processor::validation::Reason;
 use event_processor::store::{Arrival, Classified};
 use event_processor::validation::classify;
+use event_processor::validation::Reason;
 
 use crate::harness::{eventually, settings, valid_event, QueueOptions, TestEnv};
 

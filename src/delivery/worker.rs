@@ -1,0 +1,563 @@
+//! One consumer's delivery loop, run by the sender that holds its lease: read the
+//! next events after the cursor, post them in order with up to `max_in_flight`
+//! requests at once, retry each on the schedule, park what runs out of retries, and
+//! commit the cursor (with the attempts and parked events) fenced by the lease and
+//! the consumer's generation. The cursor only passes an event that was delivered or
+//! parked, so a crash or a lost lease delivers again from the cursor, never skips.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::log::{self, LogEvent, Position, Selection};
+use super::signature::Secret;
+use super::webhook::{Attempt, Poster};
+use super::{webhook_id, Settings};
+use crate::backoff::Backoff;
+use crate::store::{describe, Store};
+
+/// Until when this sender may still start a request for a consumer: the lease as
+/// last renewed, measured on this machine from before the renewal was sent.
+#[derive(Debug)]
+pub(super) struct LeaseClock(Mutex<Instant>);
+
+impl LeaseClock {
+    pub(super) fn until(until: Instant) -> Self {
+        LeaseClock(Mutex::new(until))
+    }
+
+    pub(super) fn extend(&self, until: Instant) {
+        *self.0.lock().expect("lease lock") = until;
+    }
+
+    /// Whether a request that may last `timeout` ends before the lease could lapse,
+    /// so two senders never post to one consumer at the same time.
+    fn covers(&self, timeout: Duration) -> bool {
+        Instant::now() + timeout < *self.0.lock().expect("lease lock")
+    }
+}
+
+/// Why a worker stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Exit {
+    Shutdown,
+    /// The lease was lost, or an operator changed the consumer (pause, reset).
+    Fenced,
+    /// Disabled: `410 Gone`, or failing for too long.
+    Disabled(String),
+    /// Not active (or gone) when the worker started.
+    Inactive,
+}
+
+/// What became of one event.
+enum Fate {
+    Delivered,
+    Parked(Parked),
+    Disable(String),
+    /// Shutdown or the lease ran out mid-retry: not delivered, the cursor stays before it.
+    Stopped,
+}
+
+struct Parked {
+    position: Position,
+    event_id: String,
+    attempts: i32,
+    last_status: Option<i32>,
+    last_error: String,
+    snippet: Option<String>,
+}
+
+struct AttemptRow {
+    position: Position,
+    event_id: String,
+    attempt: i32,
+    status: Option<i32>,
+    error: Option<String>,
+    duration_ms: i32,
+    at: DateTime<Utc>,
+}
+
+/// The consumer as the worker serves it.
+struct Target {
+    label: String,
+    endpoint: String,
+    secret: Secret,
+    timeout: Duration,
+    window: usize,
+    generation: i64,
+    selection: Selection,
+}
+
+pub(super) struct Worker {
+    pub(super) consumer_id: i64,
+    pub(super) settings: Arc<Settings>,
+    pub(super) store: Store,
+    pub(super) poster: Poster,
+    pub(super) lease: Arc<LeaseClock>,
+    pub(super) cancel: CancellationToken,
+}
+
+/// What is done but not yet committed.
+#[derive(Default)]
+struct Uncommitted {
+    attempts: Vec<AttemptRow>,
+    parked: Vec<Parked>,
+    /// Parked events delivered on replay: their parked rows go.
+    unparked: Vec<Position>,
+}
+
+/// One consumer's state while its worker runs.
+struct Run<'a> {
+    worker: &'a Worker,
+    target: Target,
+    cursor: Position,
+    committed: Position,
+    /// Since when every attempt failed; shared by the window's concurrent deliveries.
+    failing_since: Mutex<Option<DateTime<Utc>>>,
+    failing_committed: Option<DateTime<Utc>>,
+    pending: Mutex<Uncommitted>,
+    last_commit: Instant,
+}
+
+impl Worker {
+    pub(super) async fn run(self) -> Exit {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let mut run = loop {
+            match self.load().await {
+                Ok(Some(run)) => break run,
+                Ok(None) => return Exit::Inactive,
+                Err(e) => {
+                    warn!(consumer = self.consumer_id, error = %e, "cannot load the consumer; retrying");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Exit::Shutdown,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        };
+        info!(consumer = %run.target.label, cursor = %run.cursor, window = run.target.window, "delivering");
+        let exit = run.deliver_until_stopped(&mut backoff).await;
+        info!(consumer = %run.target.label, cursor = %run.cursor, ?exit, "stopped delivering");
+        exit
+    }
+
+    async fn load(&self) -> anyhow::Result<Option<Run<'_>>> {
+        let conn = self.store.pool().get().await?;
+        let Some(row) = conn
+            .query_opt(
+                "SELECT client_id, name, endpoint, secret, timeout_ms, max_in_flight, cursor_xact, cursor_seq,
+                        generation, failing_since
+                 FROM consumer WHERE id = $1 AND state = 'active' AND lease_owner = $2",
+                &[&self.consumer_id, &self.settings.instance],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let subscriptions = conn
+            .query(
+                "SELECT event_type, coalesce(version, 0) FROM consumer_subscription WHERE consumer_id = $1",
+                &[&self.consumer_id],
+            )
+            .await?;
+        let client_id: String = row.get(0);
+        let name: String = row.get(1);
+        let secret: String = row.get(3);
+        let target = Target {
+            label: format!("{client_id}/{name}"),
+            endpoint: row.get(2),
+            secret: Secret::parse(&secret).map_err(|e| anyhow::anyhow!("consumer {client_id}/{name}: secret: {e}"))?,
+            // A request must end well inside the lease, or another sender could
+            // take the consumer over while it is still in flight.
+            timeout: Duration::from_millis(row.get::<_, i32>(4) as u64).min(self.settings.lease / 2),
+            window: row.get::<_, i32>(5).max(1) as usize,
+            generation: row.get(8),
+            selection: Selection {
+                client_id,
+                event_types: subscriptions.iter().map(|r| r.get(0)).collect(),
+                versions: subscriptions.iter().map(|r| r.get(1)).collect(),
+            },
+        };
+        let cursor = Position { xact: row.get(6), seq: row.get(7) };
+        let failing_since = row.get(9);
+        Ok(Some(Run {
+            worker: self,
+            target,
+            cursor,
+            committed: cursor,
+            failing_since: Mutex::new(failing_since),
+            failing_committed: failing_since,
+            pending: Mutex::default(),
+            last_commit: Instant::now(),
+        }))
+    }
+}
+
+/// The horizon-only cursor moves of an idle consumer are committed this rarely.
+const IDLE_COMMIT: Duration = Duration::from_secs(10);
+
+impl Run<'_> {
+    async fn deliver_until_stopped(&mut self, backoff: &mut Backoff) -> Exit {
+        loop {
+            if self.worker.cancel.is_cancelled() {
+                let _ = self.commit(None).await;
+                return Exit::Shutdown;
+            }
+            match self.step().await {
+                Ok(None) => backoff.reset(),
+                Ok(Some(exit)) => return exit,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(consumer = %self.target.label, error = %e, retry_in = ?delay, "delivery step failed");
+                    tokio::select! {
+                        _ = self.worker.cancel.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: parked events asked for again, else the next events after the
+    /// cursor. `Some` when the worker must stop.
+    async fn step(&mut self) -> anyhow::Result<Option<Exit>> {
+        let replays = self.replays().await?;
+        if !replays.is_empty() {
+            for event in replays {
+                let position = event.position;
+                match self.deliver(&event).await {
+                    Fate::Delivered => self.pending.lock().expect("pending").unparked.push(position),
+                    Fate::Parked(p) => self.pending.lock().expect("pending").parked.push(p),
+                    Fate::Disable(reason) => return self.disable(reason).await.map(Some),
+                    Fate::Stopped => break,
+                }
+            }
+            return self.commit(None).await.map(|()| None);
+        }
+
+        let settings = &self.worker.settings;
+        let conn = self.worker.store.pool().get().await?;
+        let (events, horizon) =
+            log::read_after(&**conn, &self.target.selection, self.cursor, settings.batch_size).await?;
+        drop(conn);
+        let complete = (events.len() as i64) < settings.batch_size;
+        let idle = events.is_empty();
+        {
+            let window = self.target.window;
+            let this = &*self;
+            // Futures do nothing until polled: `buffered` starts them in order, at most
+            // `window` at a time, and yields their fates in order.
+            let deliveries: Vec<_> = events.iter().map(|e| this.deliver(e)).collect();
+            let mut fates = futures::stream::iter(deliveries).buffered(window);
+            let mut handled: usize = 0;
+            let mut stop = None;
+            while let Some(fate) = fates.next().await {
+                match fate {
+                    Fate::Delivered => {}
+                    Fate::Parked(p) => this.pending.lock().expect("pending").parked.push(p),
+                    Fate::Disable(reason) => {
+                        stop = Some(reason);
+                        break;
+                    }
+                    Fate::Stopped => {
+                        stop = Some(String::new());
+                        break;
+                    }
+                }
+                handled += 1;
+            }
+            drop(fates);
+            if let Some(last) = handled.checked_sub(1) {
+                self.cursor = self.cursor.max(events[last].position);
+            }
+            match stop {
+                Some(reason) if reason.is_empty() => {
+                    self.commit(None).await?;
+                    return Ok(Some(if self.worker.cancel.is_cancelled() { Exit::Shutdown } else { Exit::Fenced }));
+                }
+                Some(reason) => return self.disable(reason).await.map(Some),
+                None => {}
+            }
+        }
+        // Every matching event below the horizon was handled: nothing can appear
+        // behind (horizon, 0) any more, so the cursor may pass what did not match.
+        if complete {
+            self.cursor = self.cursor.max(Position { xact: horizon, seq: 0 });
+        }
+        let worked = !idle;
+        let due = if worked { self.worker.settings.commit_interval } else { IDLE_COMMIT };
+        if self.last_commit.elapsed() >= due || (worked && complete) {
+            self.commit(None).await?;
+        }
+        if idle {
+            tokio::select! {
+                _ = self.worker.cancel.cancelled() => {}
+                _ = tokio::time::sleep(self.worker.settings.poll_interval) => {}
+            }
+        }
+        Ok(None)
+    }
+
+    /// Parked events an operator asked to deliver again, in log order.
+    async fn replays(&self) -> anyhow::Result<Vec<LogEvent>> {
+        let conn = self.worker.store.pool().get().await?;
+        let rows = conn
+            .query(
+                "SELECT m.xact_id, m.seq, m.event_id, m.event_type, m.version, m.occurred_at, m.stored_at, m.payload::text
+                 FROM parked_delivery p JOIN message m ON m.client_id = p.client_id AND m.event_id = p.event_id
+                 WHERE p.consumer_id = $1 AND p.replay
+                 ORDER BY p.xact_id, p.seq LIMIT $2",
+                &[&self.worker.consumer_id, &self.worker.settings.batch_size],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LogEvent {
+                position: Position { xact: r.get(0), seq: r.get(1) },
+                client_id: self.target.selection.client_id.clone(),
+                event_id: r.get(2),
+                event_type: r.get(3),
+                version: r.get(4),
+                occurred_at: r.get(5),
+                stored_at: r.get(6),
+                payload: r.get(7),
+            })
+            .collect())
+    }
+
+    /// Posts one event until it is delivered, parked, or the consumer must stop.
+    async fn deliver(&self, event: &LogEvent) -> Fate {
+        let settings = &self.worker.settings;
+        let body = Bytes::from(event.body());
+        let id = webhook_id(&event.client_id, &event.event_id);
+        let label = self.target.label.as_str();
+        for attempt in 1.. {
+            if self.worker.cancel.is_cancelled() || !self.worker.lease.covers(self.target.timeout) {
+                return Fate::Stopped;
+            }
+            let at = Utc::now();
+            let started = Instant::now();
+            let outcome = self
+                .worker
+                .poster
+                .post(&self.target.endpoint, &self.target.secret, &id, &body, self.target.timeout)
+                .await;
+            metrics::counter!("event_sender_attempts_total", "outcome" => outcome.class()).increment(1);
+            let error = match &outcome {
+                Attempt::Delivered { .. } => None,
+                Attempt::Gone => Some("410 Gone".to_owned()),
+                Attempt::Failed { error, .. } => Some(error.clone()),
+            };
+            self.pending.lock().expect("pending").attempts.push(AttemptRow {
+                position: event.position,
+                event_id: event.event_id.clone(),
+                attempt,
+                status: outcome.status().map(i32::from),
+                error: error.clone(),
+                duration_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+                at,
+            });
+            let (status, snippet, retry_after) = match outcome {
+                Attempt::Delivered { .. } => {
+                    metrics::counter!("event_sender_delivered_total").increment(1);
+                    let lag = (Utc::now() - event.stored_at).to_std().unwrap_or_default();
+                    metrics::histogram!("event_sender_delivery_lag_seconds").record(lag.as_secs_f64());
+                    *self.failing_since.lock().expect("failing") = None;
+                    return Fate::Delivered;
+                }
+                Attempt::Gone => return Fate::Disable(format!("{} answered 410 Gone", self.target.endpoint)),
+                Attempt::Failed { status, snippet, retry_after, .. } => (status, snippet, retry_after),
+            };
+            let error = error.unwrap_or_default();
+            let since = *self.failing_since.lock().expect("failing").get_or_insert(at);
+            if (Utc::now() - since).to_std().unwrap_or_default() >= settings.disable_after {
+                return Fate::Disable(format!("every attempt failed since {since} (last: {error})"));
+            }
+            let Some(delay) = settings.schedule.get(attempt as usize - 1) else {
+                metrics::counter!("event_sender_parked_total").increment(1);
+                warn!(consumer = label, event_id = %event.event_id, attempts = attempt, %error, "retries exhausted: parked");
+                return Fate::Parked(Parked {
+                    position: event.position,
+                    event_id: event.event_id.clone(),
+                    attempts: attempt,
+                    last_status: status.map(i32::from),
+                    last_error: error,
+                    snippet,
+                });
+            };
+            let delay = match retry_after {
+                Some(asked) => asked.min(settings.max_retry_after),
+                None => jitter(*delay),
+            };
+            metrics::counter!("event_sender_retries_total").increment(1);
+            if attempt == 1 || attempt % 5 == 0 {
+                warn!(consumer = label, event_id = %event.event_id, attempt, %error, retry_in = ?delay, "delivery failed");
+            }
+            tokio::select! {
+                _ = self.worker.cancel.cancelled() => return Fate::Stopped,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        unreachable!("the attempt loop only returns")
+    }
+
+    /// Makes what was done durable in one transaction: the cursor, the failure clock,
+    /// the attempts, parked and unparked events; and, with `disable`, the consumer's
+    /// disabling. Fenced: nothing is written unless this sender still holds the lease
+    /// and the consumer was not changed since the worker loaded it.
+    async fn commit(&mut self, disable: Option<&str>) -> anyhow::Result<()> {
+        let failing = *self.failing_since.lock().expect("failing");
+        let work = std::mem::take(&mut *self.pending.lock().expect("pending"));
+        let nothing = work.attempts.is_empty() && work.parked.is_empty() && work.unparked.is_empty();
+        if nothing && disable.is_none() && self.cursor == self.committed && failing == self.failing_committed {
+            self.last_commit = Instant::now();
+            return Ok(());
+        }
+        let result = self.write(&work, failing, disable).await;
+        match result {
+            Ok(true) => {
+                self.committed = self.cursor;
+                self.failing_committed = failing;
+                self.last_commit = Instant::now();
+                Ok(())
+            }
+            Ok(false) => {
+                self.worker.cancel.cancel();
+                anyhow::bail!("lease lost or consumer changed: not committing")
+            }
+            Err(e) => {
+                // Keep the work for the next commit.
+                let mut pending = self.pending.lock().expect("pending");
+                let newer = std::mem::replace(&mut *pending, work);
+                pending.attempts.extend(newer.attempts);
+                pending.parked.extend(newer.parked);
+                pending.unparked.extend(newer.unparked);
+                Err(e)
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        work: &Uncommitted,
+        failing: Option<DateTime<Utc>>,
+        disable: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let id = self.worker.consumer_id;
+        let mut conn = self.worker.store.pool().get().await?;
+        let tx = conn.transaction().await?;
+        let fenced = tx
+            .execute(
+                "UPDATE consumer SET cursor_xact = $2, cursor_seq = $3, failing_since = $4, updated_at = now()
+                 WHERE id = $1 AND lease_owner = $5 AND generation = $6 AND state = 'active'",
+                &[
+                    &id,
+                    &self.cursor.xact,
+                    &self.cursor.seq,
+                    &failing,
+                    &self.worker.settings.instance,
+                    &self.target.generation,
+                ],
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(describe(&e)))?
+            == 0;
+        if fenced {
+            return Ok(false);
+        }
+        if !work.attempts.is_empty() {
+            let a = &work.attempts;
+            let xacts: Vec<i64> = a.iter().map(|r| r.position.xact).collect();
+            let seqs: Vec<i64> = a.iter().map(|r| r.position.seq).collect();
+            let event_ids: Vec<&str> = a.iter().map(|r| r.event_id.as_str()).collect();
+            let numbers: Vec<i32> = a.iter().map(|r| r.attempt).collect();
+            let statuses: Vec<Option<i32>> = a.iter().map(|r| r.status).collect();
+            let errors: Vec<Option<&str>> = a.iter().map(|r| r.error.as_deref()).collect();
+            let durations: Vec<i32> = a.iter().map(|r| r.duration_ms).collect();
+            let ats: Vec<DateTime<Utc>> = a.iter().map(|r| r.at).collect();
+            tx.execute(
+                "INSERT INTO delivery_attempt (consumer_id, client_id, xact_id, seq, event_id, attempt, status, error,
+                                               duration_ms, attempted_at)
+                 SELECT $1, $2, * FROM UNNEST($3::int8[], $4::int8[], $5::text[], $6::int4[], $7::int4[], $8::text[],
+                                              $9::int4[], $10::timestamptz[])",
+                &[
+                    &id,
+                    &self.target.selection.client_id,
+                    &xacts,
+                    &seqs,
+                    &event_ids,
+                    &numbers,
+                    &statuses,
+                    &errors,
+                    &durations,
+                    &ats,
+                ],
+            )
+            .await?;
+        }
+        for p in &work.parked {
+            tx.execute(
+                "INSERT INTO parked_delivery (consumer_id, xact_id, seq, client_id, event_id, attempts, last_status,
+                                              last_error, response_snippet)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (consumer_id, xact_id, seq) DO UPDATE
+                   SET attempts = parked_delivery.attempts + EXCLUDED.attempts, last_status = EXCLUDED.last_status,
+                       last_error = EXCLUDED.last_error, response_snippet = EXCLUDED.response_snippet,
+                       parked_at = now(), replay = false",
+                &[
+                    &id,
+                    &p.position.xact,
+                    &p.position.seq,
+                    &self.target.selection.client_id,
+                    &p.event_id,
+                    &p.attempts,
+                    &p.last_status,
+                    &p.last_error,
+                    &p.snippet.as_deref().map(|s| s.replace('\0', "")),
+                ],
+            )
+            .await?;
+        }
+        if !work.unparked.is_empty() {
+            let xacts: Vec<i64> = work.unparked.iter().map(|p| p.xact).collect();
+            let seqs: Vec<i64> = work.unparked.iter().map(|p| p.seq).collect();
+            tx.execute(
+                "DELETE FROM parked_delivery WHERE consumer_id = $1
+                   AND (xact_id, seq) IN (SELECT * FROM UNNEST($2::int8[], $3::int8[]))",
+                &[&id, &xacts, &seqs],
+            )
+            .await?;
+        }
+        if let Some(reason) = disable {
+            tx.execute(
+                "UPDATE consumer SET state = 'disabled', disabled_reason = $2, generation = generation + 1,
+                        lease_owner = NULL, lease_until = NULL, updated_at = now()
+                 WHERE id = $1",
+                &[&id, &reason],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Commits what was done, then disables the consumer with `reason`.
+    async fn disable(&mut self, reason: String) -> anyhow::Result<Exit> {
+        warn!(consumer = %self.target.label, %reason, "disabling the consumer");
+        self.commit(Some(&reason)).await?;
+        metrics::counter!("event_sender_disabled_total").increment(1);
+        Ok(Exit::Disabled(reason))
+    }
+}
+
+/// `delay` ±20 %, so retries of many events do not arrive together.
+fn jitter(delay: Duration) -> Duration {
+    use rand::Rng;
+    delay.mul_f64(rand::rng().random_range(0.8..=1.2))
+}
