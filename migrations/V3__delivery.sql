@@ -20,7 +20,9 @@ CREATE TABLE consumer (
     id              bigserial PRIMARY KEY,
     client_id       text NOT NULL REFERENCES client (id) ON DELETE CASCADE,
     name            text NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'),
-    endpoint        text NOT NULL CHECK (endpoint ~ '^https?://'),
+    -- `push`: the sender POSTs to `endpoint`; `pull`: read through the API (no endpoint).
+    kind            text NOT NULL DEFAULT 'push' CHECK (kind IN ('push', 'pull')),
+    endpoint        text NOT NULL DEFAULT '',
     -- `whsec_` + base64; never exported unless asked, never logged.
     secret          text NOT NULL,
     state           text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused', 'disabled')),
@@ -43,7 +45,8 @@ CREATE TABLE consumer (
     failing_since   timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (client_id, name)
+    UNIQUE (client_id, name),
+    CHECK (kind = 'pull' OR endpoint ~ '^https?://')
 );
 CREATE INDEX consumer_lease_idx ON consumer (state, lease_until);
 

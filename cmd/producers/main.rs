@@ -107,6 +107,10 @@ struct VerifyArgs {
     /// Print the report as one JSON line.
     #[arg(long)]
     json: bool,
+    /// The fake consumers' record file: also check that every stored event reached every
+    /// subscribed push consumer, in order.
+    #[arg(long, env = "CONSUMERS_RECORD", value_name = "CONSUMERS_RECORD")]
+    consumers_record: Option<PathBuf>,
     #[command(flatten)]
     database: DatabaseArgs,
 }
@@ -169,7 +173,9 @@ async fn send(args: SendArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
 async fn verify(args: VerifyArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
     let entries = manifest::read(&args.manifest)?;
     let store = event_processor::store::Store::connect(&args.database.database_url, 1)?;
-    let mut report = verify::until_complete(&store, &entries, Duration::from_secs(args.wait_secs)).await?;
+    let mut report =
+        verify::until_complete(&store, &entries, args.consumers_record.as_deref(), Duration::from_secs(args.wait_secs))
+            .await?;
     if let Ok(client) = event_processor::sqs::sdk_client().await {
         if let Ok(dlq) = queue.open_dead_letters(client).await {
             report.dead_lettered = dlq.depth().await.ok().map(|(visible, in_flight)| visible + in_flight);

@@ -103,7 +103,8 @@ impl Sender {
                 "UPDATE consumer SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
                  WHERE id IN (
                      SELECT id FROM consumer
-                     WHERE state = 'active' AND (lease_owner = $1 OR lease_owner IS NULL OR lease_until < now())
+                     WHERE state = 'active' AND kind = 'push'
+                       AND (lease_owner = $1 OR lease_owner IS NULL OR lease_until < now())
                      ORDER BY lease_owner IS NOT DISTINCT FROM $1 DESC, id
                      LIMIT $3 FOR UPDATE SKIP LOCKED)
                  RETURNING id",

@@ -8,6 +8,7 @@ use std::fmt;
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 
+use super::delivered::DeliveryReport;
 use super::manifest::{Entry, Expect};
 
 /// What `verify` found. `ok()` when nothing was lost, duplicated or misclassified.
@@ -28,11 +29,17 @@ pub struct Report {
     pub dead_lettered: Option<u64>,
     /// A few examples of each problem, for the operator.
     pub examples: Vec<String>,
+    /// Deliveries to the push consumers, when a record file was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryReport>,
 }
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.misclassified == 0
+        self.lost == 0
+            && self.duplicated == 0
+            && self.misclassified == 0
+            && self.delivery.as_ref().is_none_or(|d| d.ok())
     }
 
     fn problem(&mut self, kind: &str, what: String) {
@@ -62,6 +69,9 @@ impl fmt::Display for Report {
         for e in &self.examples {
             writeln!(f, "  {e}")?;
         }
+        if let Some(delivery) = &self.delivery {
+            writeln!(f, "{delivery}")?;
+        }
         write!(f, "{}", if self.ok() { "OK: every acknowledged event is stored exactly once" } else { "FAILED" })
     }
 }
@@ -72,25 +82,30 @@ struct RejectedRow {
     key: Option<(String, String)>,
 }
 
-/// Checks the database against the manifest.
 /// [`check`] every half second until nothing is lost or `wait` has passed (the
 /// processor may still be draining); the last report.
 pub async fn until_complete(
     store: &crate::store::Store,
     entries: &[Entry],
+    record: Option<&std::path::Path>,
     wait: std::time::Duration,
 ) -> anyhow::Result<Report> {
     let conn = store.pool().get().await?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let report = check(&**conn, entries).await?;
-        if report.lost == 0 || tokio::time::Instant::now() >= deadline {
+        let mut report = check(&**conn, entries).await?;
+        if let Some(record) = record {
+            report.delivery = Some(super::delivered::check(&**conn, entries, record).await?);
+        }
+        let pending = report.delivery.as_ref().is_some_and(|d| d.undelivered() > 0);
+        if (report.lost == 0 && !pending) || tokio::time::Instant::now() >= deadline {
             return Ok(report);
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 
+/// Checks the database against the manifest.
 pub async fn check(db: &impl GenericClient, entries: &[Entry]) -> anyhow::Result<Report> {
     let event_ids: Vec<&str> = entries.iter().filter_map(|e| e.event_id.as_deref()).collect();
     let sqs_ids: Vec<&str> = entries.iter().map(|e| e.sqs_message_id.as_str()).collect();
