@@ -3,9 +3,12 @@
 # more processors run, a fault is injected, the system recovers by itself, the queue
 # drains, and `producers verify` checks that every acknowledged event is stored exactly
 # once. Each scenario prints lost, duplicated, misclassified, dead-lettered and the time
-# to recover, and fails unless the first four are 0.
+# to recover, and fails unless the first four are 0. The delivery scenarios (sender_*,
+# consumer_*) also run the fake consumers and the sender, and check with the consumers'
+# record that every stored event reached every active subscribed consumer, in order;
+# deliveries made twice (at least once, after a crash) are counted and shown.
 #
-#   deployments/local/faults.sh                 every scenario (about 4 minutes)
+#   deployments/local/faults.sh                 every scenario (about 8 minutes)
 #   deployments/local/faults.sh kill9 sqs       some of them
 #   deployments/local/faults.sh --long          10x the events per scenario
 #
@@ -14,7 +17,8 @@
 # cuts a TCP proxy between the processor and LocalStack instead of stopping LocalStack.
 source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
-ALL=(kill9 pg_outage slow_db sqs_outage replicas sigterm hostile checker)
+ALL=(kill9 pg_outage slow_db sqs_outage replicas sigterm hostile checker
+     sender_kill9 consumer_500 consumer_slow consumer_410 sender_replicas sender_pg_outage)
 scale=1
 scenarios=()
 for arg in "$@"; do
@@ -31,7 +35,7 @@ db_url="$pg_server/ep_faults"
 work="$CACHE_DIR/faults"
 mkdir -p "$work"
 results="$work/results.md"
-printf '| scenario | events | lost | duplicated | misclassified | dead-lettered | recovery (s) | result |\n|---|---|---|---|---|---|---|---|\n' > "$results"
+printf '| scenario | events | lost | duplicated | misclassified | dead-lettered | delivered | delivered twice | out of order | recovery (s) | result |\n|---|---|---|---|---|---|---|---|---|---|---|\n' > "$results"
 
 "$here/start.sh" >/dev/null
 "$here/postgres.sh" start "$db_url"
@@ -65,6 +69,42 @@ prepare() { # VISIBILITY MAX_RECEIVE
   export DATABASE_URL=$db_url SQS_QUEUE_URL=$queue_url SQS_DLQ_NAME="$name-dlq"
   export PROCESSOR_WAIT_TIME_SECS=5 PROCESSOR_STATS_INTERVAL_SECS=2 PROCESSOR_SHUTDOWN_TIMEOUT_SECS=10 PROCESSOR_HTTP_ADDR=127.0.0.1:0
   manifest="$work/$scenario.jsonl"
+  record=""
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# The fake consumers on a free port, recording to $record, with two push consumers
+# registered against them (client-1/audit: every type; client-2/alerts: monitor-app)
+# plus the extra NAME:CLIENT:TYPES:WINDOW ones given.
+start_consumers() {
+  # Only these consumers: not the demo registry's, which point at the run command's port.
+  psql "$db_url" -qc "DELETE FROM consumer" >/dev/null
+  consumers_port=$(free_port)
+  record="$work/$scenario-received.jsonl"
+  rm -f "$record"
+  secret="whsec_$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+  local specs=("audit:client-1:monitor-app,transaction-app,user-app:1" "alerts:client-2:monitor-app:1" "$@") args=() spec
+  for spec in "${specs[@]}"; do args+=(--consumer "${spec%%:*}=$secret"); done
+  "$bin/consumers" --addr "127.0.0.1:$consumers_port" --record "$record" "${args[@]}" >>"$work/$scenario-consumers.log" 2>&1 &
+  pids+=("$!")
+  for spec in "${specs[@]}"; do
+    IFS=: read -r name client types window <<<"$spec"
+    CONSUMER_SECRET=$secret "$bin/sender" consumers add --client "$client" --name "$name" --start beginning \
+      --endpoint "http://127.0.0.1:$consumers_port/$name" --event-types "$types" --max-in-flight "$window" >/dev/null 2>&1
+  done
+}
+
+# PUT /_control/NAME on the fake consumers.
+control() { curl -sf -X PUT -H 'content-type: application/json' -d "$2" "http://127.0.0.1:$consumers_port/_control/$1" >/dev/null; }
+
+start_sender() { # NAME [VAR=VALUE ...]
+  local name=$1; shift
+  env SENDER_ALLOWED_NETWORKS=127.0.0.0/8 SENDER_LEASE_SECS=5 SENDER_RETRY_SCHEDULE=1s,2s,5s,10s,20s,30s \
+    SENDER_HTTP_ADDR=127.0.0.1:0 "$@" "$bin/sender" >>"$work/$scenario-sender-$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  eval "sender_$name=$pid"
 }
 
 start_processor() { # NAME [VAR=VALUE ...]
@@ -85,7 +125,7 @@ produce() { # COUNT RATE [FLAGS...]  (in the background; sets producers_pid)
 finish() { # RECOVERY_START_EPOCH
   wait "$producers_pid" || { cat "$work/$scenario-producers.log" >&2; echo "producers failed" >&2; }
   local report="$work/$scenario-verify.json" ok=0
-  "$bin/producers" verify --manifest "$manifest" --wait-secs 180 --json >"$report" || ok=$?
+  "$bin/producers" verify --manifest "$manifest" --wait-secs 180 --json ${record:+--consumers-record "$record"} >"$report" || ok=$?
   local recovered; recovered=$(python3 -c "import time;print(round(time.time() - $1, 1))")
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
@@ -95,8 +135,21 @@ import json, sys
 report, scenario, recovered, extra = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3], sys.argv[4]
 dead = report.get("dead_lettered") or 0
 bad = report["lost"] or report["duplicated"] or report["misclassified"] or dead or extra
+delivery = report.get("delivery")
+delivered = twice = disorder = "-"
+if delivery:
+    active = [c for c in delivery["consumers"] if c["state"] == "active"]
+    undelivered = sum(c["undelivered"] for c in active)
+    delivered = sum(c["delivered"] for c in delivery["consumers"])
+    twice = sum(c["delivered_more_than_once"] for c in delivery["consumers"])
+    disorder = sum(c["out_of_order"] for c in delivery["consumers"])
+    if undelivered:
+        extra = (extra + "; " if extra else "") + f"{undelivered} undelivered"
+    bad = bad or undelivered or disorder
+    for c in delivery["consumers"]:
+        print(f"<!-- {c} -->")
 print(f"| {scenario} | {report['acknowledged']} | {report['lost']} | {report['duplicated']} | {report['misclassified']} "
-      f"| {dead} | {recovered} | {'FAILED ' + extra if bad else 'ok'} |")
+      f"| {dead} | {delivered} | {twice} | {disorder} | {recovered} | {'FAILED ' + extra if bad else 'ok'} |")
 for e in report["examples"][:5]:
     print(f"<!-- {e} -->")
 sys.exit(1 if bad else 0)
@@ -233,6 +286,105 @@ checker() {
   fi
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   pids=()
+}
+
+# --- Delivery: the sender and the consumers under faults ---
+
+sender_kill9() {
+  prepare 30 5
+  start_processor a
+  start_consumers
+  start_sender a
+  produce 3000 500 --clients 3
+  for _ in 1 2 3; do
+    sleep 2
+    kill -9 "$sender_a"; wait "$sender_a" 2>/dev/null || true
+    start_sender a
+  done
+  finish "$(date +%s.%N)"
+}
+
+consumer_500() {
+  prepare 30 5
+  start_processor a
+  start_consumers
+  start_sender a
+  produce 2000 400 --clients 3
+  sleep 1
+  log "consumer client-1/audit answers 500 for 30 s"
+  control audit '{"status_for_secs": {"status": 500, "secs": 30}}'
+  sleep 30
+  finish "$(date +%s.%N)"
+  expect "retries were logged" grep -q "delivery failed" "$work/$scenario-sender-a.log"
+  expect "nothing parked" test "$(psql "$db_url" -Atc 'SELECT count(*) FROM parked_delivery')" = 0
+}
+
+consumer_slow() {
+  prepare 30 5
+  start_processor a
+  start_consumers "slow:client-1:monitor-app:20"
+  control slow '{"delay_ms": 2000}'
+  start_sender a
+  produce 2000 400 --clients 3
+  finish "$(date +%s.%N)"
+  # The healthy consumer's delivery lag (stored_at to arrival) stays low next to the slow one.
+  psql "$db_url" -Atc "SELECT event_id, extract(epoch FROM stored_at) FROM message" >"$work/$scenario-stored.txt"
+  local lags; lags=$(python3 - "$record" "$work/$scenario-stored.txt" <<'PY'
+import json, sys, datetime
+stored = dict(line.rsplit("|", 1) for line in open(sys.argv[2]).read().split("\n") if line)
+lags = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    at = datetime.datetime.fromisoformat(r["received_at"].replace("Z", "+00:00")).timestamp()
+    lags.setdefault(r["consumer"], []).append(at - float(stored[r["event_id"]]))
+def p(xs, q): xs = sorted(xs); return xs[min(len(xs) - 1, int(q * len(xs)))]
+print(" ".join(f"{c}:p50={p(x, .5):.3f}s,p99={p(x, .99):.3f}s" for c, x in sorted(lags.items())))
+print(p(lags["audit"], .99))
+PY
+)
+  echo "  delivery lag: $(head -n 1 <<<"$lags")"
+  expect "the healthy consumer's p99 lag stays under 2 s" python3 -c "import sys; sys.exit(0 if $(tail -n 1 <<<"$lags") < 2 else 1)"
+}
+
+consumer_410() {
+  prepare 30 5
+  start_processor a
+  start_consumers "removed:client-1:user-app:1"
+  control removed '{"gone": true}'
+  start_sender a
+  produce 2000 400 --clients 3
+  finish "$(date +%s.%N)"
+  expect "the 410 consumer is disabled" test "$(psql "$db_url" -Atc "SELECT state FROM consumer WHERE name = 'removed'")" = disabled
+  expect "its reason is shown" grep -q "410" <("$bin/sender" consumers list)
+}
+
+sender_replicas() {
+  prepare 30 5
+  start_processor a
+  start_consumers "extra:client-3:user-app:1" "more:client-1:transaction-app:2"
+  start_sender a
+  start_sender b
+  produce 3000 500 --clients 3
+  sleep 3
+  log "kill -9 of sender a (its consumers move to b when the 5 s lease runs out)"
+  kill -9 "$sender_a"; wait "$sender_a" 2>/dev/null || true
+  finish "$(date +%s.%N)"
+  expect "sender b took consumers over" grep -q "delivering" "$work/$scenario-sender-b.log"
+}
+
+sender_pg_outage() {
+  prepare 30 5
+  start_processor a
+  start_consumers
+  start_sender a
+  produce 3000 200 --clients 3
+  sleep 4
+  log "stopping PostgreSQL for 30 s during delivery"
+  "$here/postgres.sh" stop "$db_url"
+  sleep 30
+  "$here/postgres.sh" start "$db_url"
+  finish "$(date +%s.%N)"
+  expect "the sender logged the outage" grep -qE "delivery step failed|lease renewal failed" "$work/$scenario-sender-a.log"
 }
 
 for scenario in "${scenarios[@]}"; do

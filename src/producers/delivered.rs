@@ -17,6 +17,9 @@ use crate::delivery::Position;
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ConsumerReport {
     pub consumer: String,
+    /// `active`, `paused` or `disabled`: what a paused or disabled consumer has not
+    /// received yet waits for it (reported, not a failure).
+    pub state: String,
     /// Stored events of the manifest it subscribes to, after its start position.
     pub expected: usize,
     pub delivered: usize,
@@ -38,11 +41,12 @@ pub struct DeliveryReport {
 
 impl DeliveryReport {
     pub fn ok(&self) -> bool {
-        self.consumers.iter().all(|c| c.undelivered == 0 && c.out_of_order == 0)
+        self.consumers.iter().all(|c| (c.undelivered == 0 || c.state != "active") && c.out_of_order == 0)
     }
 
+    /// Events active consumers still wait for.
     pub fn undelivered(&self) -> usize {
-        self.consumers.iter().map(|c| c.undelivered).sum()
+        self.consumers.iter().filter(|c| c.state == "active").map(|c| c.undelivered).sum()
     }
 
     pub fn delivered(&self) -> usize {
@@ -90,6 +94,7 @@ struct Consumer {
     client_id: String,
     start: Position,
     window: i32,
+    state: String,
     subscriptions: Vec<(String, i32)>,
 }
 
@@ -144,7 +149,7 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry], record: &Path) ->
     let consumers: Vec<Consumer> = db
         .query(
             "SELECT c.id, c.client_id || '/' || c.name, c.endpoint, c.client_id, c.start_xact, c.start_seq,
-                    c.max_in_flight,
+                    c.max_in_flight, c.state,
                     coalesce(array_agg(s.event_type) FILTER (WHERE s.event_type IS NOT NULL), '{}'),
                     coalesce(array_agg(coalesce(s.version, 0)) FILTER (WHERE s.event_type IS NOT NULL), '{}')
              FROM consumer c LEFT JOIN consumer_subscription s ON s.consumer_id = c.id
@@ -155,8 +160,8 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry], record: &Path) ->
         .iter()
         .map(|r| {
             let endpoint: String = r.get(2);
-            let types: Vec<String> = r.get(7);
-            let versions: Vec<i32> = r.get(8);
+            let types: Vec<String> = r.get(8);
+            let versions: Vec<i32> = r.get(9);
             Consumer {
                 id: r.get(0),
                 label: r.get(1),
@@ -164,6 +169,7 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry], record: &Path) ->
                 client_id: r.get(3),
                 start: Position { xact: r.get(4), seq: r.get(5) },
                 window: r.get(6),
+                state: r.get(7),
                 subscriptions: types.into_iter().zip(versions).collect(),
             }
         })
@@ -186,7 +192,12 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry], record: &Path) ->
             .filter(|((client, _), e)| *client == c.client_id && selects(e))
             .map(|((_, id), (p, _, _))| (id.as_str(), *p))
             .collect();
-        let mut r = ConsumerReport { consumer: c.label.clone(), expected: expected.len(), ..Default::default() };
+        let mut r = ConsumerReport {
+            consumer: c.label.clone(),
+            state: c.state.clone(),
+            expected: expected.len(),
+            ..Default::default()
+        };
         let mut firsts: HashSet<&str> = HashSet::new();
         let mut latest = Position::BEGINNING;
         for a in arrivals.get(&c.path_name).into_iter().flatten().filter(|a| a.client_id == c.client_id) {
