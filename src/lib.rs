@@ -17,6 +17,7 @@
 //!   validation and the store together.
 //! - [`delivery`]: the sender: the commit-safe log, consumers and their cursors,
 //!   signed webhooks, retries, parking, leases.
+//! - [`api`]: the platform API: registry, keys, ingest, event status, pull consumption.
 //! - [`consumers`]: the fake consumer service for local runs and tests.
 //! - [`producers`]: load generation and the verifier behind the `producers` binary.
 //! - [`telemetry`]: logs, the `/healthz` `/readyz` `/metrics` endpoint, counters, liveness.
@@ -26,6 +27,7 @@
 //! services live in `deployments/local/`, and `tests/` drives real LocalStack and
 //! PostgreSQL.
 
+pub mod api;
 pub mod backoff;
 pub mod config;
 pub mod consumers;

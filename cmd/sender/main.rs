@@ -40,6 +40,13 @@ enum Command {
         #[arg(long)]
         from: Option<Position>,
     },
+    /// Benchmark ceiling: post every event of a client to its push consumers with the
+    /// same HTTP client, no database and no signing during the run; prints JSON.
+    #[command(hide = true)]
+    Ceiling {
+        #[arg(long)]
+        client: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +174,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Consumers(ConsumersCommand::Resume { consumer })) => change(&consumer, Change::Resume).await?,
         Some(Command::Consumers(ConsumersCommand::Reset { consumer, to })) => {
             change(&consumer, Change::Reset(to)).await?
+        }
+        Some(Command::Ceiling { client }) => {
+            let report =
+                event_processor::delivery::ceiling::run(&store, &client, cli.sender.allowed_networks.clone()).await?;
+            println!("{}", serde_json::to_string(&report)?);
         }
         Some(Command::Replay { consumer: (client, name), parked, from }) => {
             let reference = format!("{client}/{name}");

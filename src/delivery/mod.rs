@@ -10,12 +10,14 @@
 //! - [`worker`]: one consumer's loop: read after the cursor, post within a window,
 //!   retry on the schedule, park, commit the cursor fenced by the lease.
 //! - [`probe`]: `/healthz`, `/readyz` and the sender's gauges.
+//! - [`ceiling`]: the benchmark's raw HTTP ceiling.
 //!
 //! It reads the store's `message` table and writes only its own tables (`consumer`
 //! cursors and leases, `delivery_attempt`, `parked_delivery`); it never touches SQS.
 
 use std::time::Duration;
 
+pub mod ceiling;
 pub mod consumer;
 pub mod log;
 pub mod probe;
@@ -102,8 +104,14 @@ pub fn webhook_id(client_id: &str, event_id: &str) -> String {
     input.push(0);
     input.extend_from_slice(event_id.as_bytes());
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
-    let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("msg_{hex}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(4 + 32);
+    id.push_str("msg_");
+    for b in &digest.as_ref()[..16] {
+        id.push(HEX[(b >> 4) as usize] as char);
+        id.push(HEX[(b & 15) as usize] as char);
+    }
+    id
 }
 
 #[cfg(test)]

@@ -112,6 +112,30 @@ struct Uncommitted {
     unparked: Vec<Position>,
 }
 
+/// The metrics every delivery touches, looked up once per worker rather than per event.
+struct Meters {
+    delivered: metrics::Counter,
+    delivered_attempts: metrics::Counter,
+    lag: metrics::Histogram,
+}
+
+impl Meters {
+    fn new() -> Meters {
+        Meters {
+            delivered: metrics::counter!("event_sender_delivered_total"),
+            delivered_attempts: metrics::counter!("event_sender_attempts_total", "outcome" => "2xx"),
+            lag: metrics::histogram!("event_sender_delivery_lag_seconds"),
+        }
+    }
+}
+
+/// A commit's content, taken while deliveries go on.
+struct Snapshot {
+    cursor: Position,
+    failing: Option<DateTime<Utc>>,
+    work: Uncommitted,
+}
+
 /// One consumer's state while its worker runs.
 struct Run<'a> {
     worker: &'a Worker,
@@ -123,6 +147,9 @@ struct Run<'a> {
     failing_committed: Option<DateTime<Utc>>,
     pending: Mutex<Uncommitted>,
     last_commit: Instant,
+    meters: Meters,
+    /// The next page, read while the previous one was delivered: (read after, page).
+    prefetched: Option<(Position, (Vec<LogEvent>, i64))>,
 }
 
 impl Worker {
@@ -195,6 +222,8 @@ impl Worker {
             failing_committed: failing_since,
             pending: Mutex::default(),
             last_commit: Instant::now(),
+            meters: Meters::new(),
+            prefetched: None,
         }))
     }
 }
@@ -241,49 +270,52 @@ impl Run<'_> {
             return self.commit(None).await.map(|()| None);
         }
 
-        let settings = &self.worker.settings;
-        let conn = self.worker.store.pool().get().await?;
-        let (events, horizon) =
-            log::read_after(&**conn, &self.target.selection, self.cursor, settings.batch_size).await?;
-        drop(conn);
-        let complete = (events.len() as i64) < settings.batch_size;
+        let batch_size = self.worker.settings.batch_size;
+        let (events, horizon) = match self.prefetched.take() {
+            Some((after, page)) if after == self.cursor => page,
+            _ => self.read(self.cursor).await?,
+        };
+        let complete = (events.len() as i64) < batch_size;
         let idle = events.is_empty();
-        {
-            let window = self.target.window;
+        // While this page is delivered, the next one is read and what was done before
+        // is committed: the database stays off the delivery path.
+        let next_after = events.last().map(|e| e.position).filter(|_| !complete);
+        let snapshot =
+            (self.last_commit.elapsed() >= self.worker.settings.commit_interval).then(|| self.snapshot()).flatten();
+        let ((handled, stop), next, written) = {
             let this = &*self;
-            // Futures do nothing until polled: `buffered` starts them in order, at most
-            // `window` at a time, and yields their fates in order.
-            let deliveries: Vec<_> = events.iter().map(|e| this.deliver(e)).collect();
-            let mut fates = futures::stream::iter(deliveries).buffered(window);
-            let mut handled: usize = 0;
-            let mut stop = None;
-            while let Some(fate) = fates.next().await {
-                match fate {
-                    Fate::Delivered => {}
-                    Fate::Parked(p) => this.pending.lock().expect("pending").parked.push(p),
-                    Fate::Disable(reason) => {
-                        stop = Some(reason);
-                        break;
+            tokio::join!(
+                this.deliver_in_order(&events),
+                async {
+                    match next_after {
+                        Some(after) => Some(this.read(after).await.map(|page| (after, page))),
+                        None => None,
                     }
-                    Fate::Stopped => {
-                        stop = Some(String::new());
-                        break;
+                },
+                async {
+                    match &snapshot {
+                        Some(s) => Some(this.write(s, None).await),
+                        None => None,
                     }
-                }
-                handled += 1;
+                },
+            )
+        };
+        if let (Some(snapshot), Some(written)) = (snapshot, written) {
+            self.settle(snapshot, written)?;
+        }
+        if let Some(Ok(page)) = next {
+            self.prefetched = Some(page);
+        }
+        if let Some(last) = handled.checked_sub(1) {
+            self.cursor = self.cursor.max(events[last].position);
+        }
+        match stop {
+            Some(reason) if reason.is_empty() => {
+                self.commit(None).await?;
+                return Ok(Some(if self.worker.cancel.is_cancelled() { Exit::Shutdown } else { Exit::Fenced }));
             }
-            drop(fates);
-            if let Some(last) = handled.checked_sub(1) {
-                self.cursor = self.cursor.max(events[last].position);
-            }
-            match stop {
-                Some(reason) if reason.is_empty() => {
-                    self.commit(None).await?;
-                    return Ok(Some(if self.worker.cancel.is_cancelled() { Exit::Shutdown } else { Exit::Fenced }));
-                }
-                Some(reason) => return self.disable(reason).await.map(Some),
-                None => {}
-            }
+            Some(reason) => return self.disable(reason).await.map(Some),
+            None => {}
         }
         // Every matching event below the horizon was handled: nothing can appear
         // behind (horizon, 0) any more, so the cursor may pass what did not match.
@@ -302,6 +334,33 @@ impl Run<'_> {
             }
         }
         Ok(None)
+    }
+
+    /// The next page of the consumer's events after `after`, with the read horizon.
+    async fn read(&self, after: Position) -> anyhow::Result<(Vec<LogEvent>, i64)> {
+        let conn = self.worker.store.pool().get().await?;
+        Ok(log::read_after(&**conn, &self.target.selection, after, self.worker.settings.batch_size).await?)
+    }
+
+    /// Delivers `events` in order, at most `window` requests at a time. Returns how
+    /// many (from the first) were delivered or parked, and why it stopped early: a
+    /// reason to disable the consumer, or "" when stopped (shutdown, lease).
+    async fn deliver_in_order(&self, events: &[LogEvent]) -> (usize, Option<String>) {
+        // Futures do nothing until polled: `buffered` starts them in order, at most
+        // `window` at a time, and yields their fates in order.
+        let deliveries: Vec<_> = events.iter().map(|e| self.deliver(e)).collect();
+        let mut fates = futures::stream::iter(deliveries).buffered(self.target.window);
+        let mut handled = 0;
+        while let Some(fate) = fates.next().await {
+            match fate {
+                Fate::Delivered => {}
+                Fate::Parked(p) => self.pending.lock().expect("pending").parked.push(p),
+                Fate::Disable(reason) => return (handled, Some(reason)),
+                Fate::Stopped => return (handled, Some(String::new())),
+            }
+            handled += 1;
+        }
+        (handled, None)
     }
 
     /// Parked events an operator asked to deliver again, in log order.
@@ -348,7 +407,11 @@ impl Run<'_> {
                 .poster
                 .post(&self.target.endpoint, &self.target.secret, &id, &body, self.target.timeout)
                 .await;
-            metrics::counter!("event_sender_attempts_total", "outcome" => outcome.class()).increment(1);
+            if matches!(outcome, Attempt::Delivered { .. }) {
+                self.meters.delivered_attempts.increment(1);
+            } else {
+                metrics::counter!("event_sender_attempts_total", "outcome" => outcome.class()).increment(1);
+            }
             let error = match &outcome {
                 Attempt::Delivered { .. } => None,
                 Attempt::Gone => Some("410 Gone".to_owned()),
@@ -365,9 +428,9 @@ impl Run<'_> {
             });
             let (status, snippet, retry_after) = match outcome {
                 Attempt::Delivered { .. } => {
-                    metrics::counter!("event_sender_delivered_total").increment(1);
+                    self.meters.delivered.increment(1);
                     let lag = (Utc::now() - event.stored_at).to_std().unwrap_or_default();
-                    metrics::histogram!("event_sender_delivery_lag_seconds").record(lag.as_secs_f64());
+                    self.meters.lag.record(lag.as_secs_f64());
                     *self.failing_since.lock().expect("failing") = None;
                     return Fate::Delivered;
                 }
@@ -412,18 +475,40 @@ impl Run<'_> {
     /// disabling. Fenced: nothing is written unless this sender still holds the lease
     /// and the consumer was not changed since the worker loaded it.
     async fn commit(&mut self, disable: Option<&str>) -> anyhow::Result<()> {
+        let Some(snapshot) = self.snapshot().or_else(|| disable.map(|_| self.empty_snapshot())) else {
+            self.last_commit = Instant::now();
+            return Ok(());
+        };
+        let written = self.write(&snapshot, disable).await;
+        self.settle(snapshot, written)
+    }
+
+    /// What to commit now, taken out of `pending`; `None` when nothing changed.
+    fn snapshot(&self) -> Option<Snapshot> {
         let failing = *self.failing_since.lock().expect("failing");
         let work = std::mem::take(&mut *self.pending.lock().expect("pending"));
         let nothing = work.attempts.is_empty() && work.parked.is_empty() && work.unparked.is_empty();
-        if nothing && disable.is_none() && self.cursor == self.committed && failing == self.failing_committed {
-            self.last_commit = Instant::now();
-            return Ok(());
+        if nothing && self.cursor == self.committed && failing == self.failing_committed {
+            return None;
         }
-        let result = self.write(&work, failing, disable).await;
-        match result {
+        Some(Snapshot { cursor: self.cursor, failing, work })
+    }
+
+    fn empty_snapshot(&self) -> Snapshot {
+        Snapshot {
+            cursor: self.cursor,
+            failing: *self.failing_since.lock().expect("failing"),
+            work: Uncommitted::default(),
+        }
+    }
+
+    /// Records a write's outcome: committed, fenced (the worker stops), or failed (the
+    /// work goes back to `pending` for the next commit).
+    fn settle(&mut self, snapshot: Snapshot, written: anyhow::Result<bool>) -> anyhow::Result<()> {
+        match written {
             Ok(true) => {
-                self.committed = self.cursor;
-                self.failing_committed = failing;
+                self.committed = snapshot.cursor;
+                self.failing_committed = snapshot.failing;
                 self.last_commit = Instant::now();
                 Ok(())
             }
@@ -432,9 +517,8 @@ impl Run<'_> {
                 anyhow::bail!("lease lost or consumer changed: not committing")
             }
             Err(e) => {
-                // Keep the work for the next commit.
                 let mut pending = self.pending.lock().expect("pending");
-                let newer = std::mem::replace(&mut *pending, work);
+                let newer = std::mem::replace(&mut *pending, snapshot.work);
                 pending.attempts.extend(newer.attempts);
                 pending.parked.extend(newer.parked);
                 pending.unparked.extend(newer.unparked);
@@ -443,27 +527,20 @@ impl Run<'_> {
         }
     }
 
-    async fn write(
-        &self,
-        work: &Uncommitted,
-        failing: Option<DateTime<Utc>>,
-        disable: Option<&str>,
-    ) -> anyhow::Result<bool> {
+    async fn write(&self, snapshot: &Snapshot, disable: Option<&str>) -> anyhow::Result<bool> {
+        let Snapshot { cursor, failing, work } = snapshot;
         let id = self.worker.consumer_id;
         let mut conn = self.worker.store.pool().get().await?;
         let tx = conn.transaction().await?;
+        // Losing the last commits in a PostgreSQL crash only means delivering those
+        // events again (at least once); not waiting for the WAL flush keeps commits
+        // off the delivery path.
+        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
         let fenced = tx
             .execute(
                 "UPDATE consumer SET cursor_xact = $2, cursor_seq = $3, failing_since = $4, updated_at = now()
                  WHERE id = $1 AND lease_owner = $5 AND generation = $6 AND state = 'active'",
-                &[
-                    &id,
-                    &self.cursor.xact,
-                    &self.cursor.seq,
-                    &failing,
-                    &self.worker.settings.instance,
-                    &self.target.generation,
-                ],
+                &[&id, &cursor.xact, &cursor.seq, failing, &self.worker.settings.instance, &self.target.generation],
             )
             .await
             .map_err(|e| anyhow::anyhow!(describe(&e)))?

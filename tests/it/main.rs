@@ -2,6 +2,7 @@
 //! Start the services first: `deployments/local/start.sh` (the test command does).
 //! Set TEST_LOG=1 to see the processor's logs.
 
+mod api;
 mod binaries;
 mod delivery;
 mod harness;
