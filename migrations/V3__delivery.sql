@@ -60,8 +60,8 @@ CREATE TABLE consumer_subscription (
 CREATE UNIQUE INDEX consumer_subscription_key ON consumer_subscription (consumer_id, event_type, coalesce(version, 0));
 
 -- Every HTTP attempt, successful or not.
--- One index only (by event, what whoever debugs a delivery asks): rows are written at
--- the delivery rate, and every index costs on each of them.
+-- Two indexes only (by consumer over time, and by event: what whoever debugs a
+-- delivery asks); rows are written at the delivery rate, and every index costs.
 CREATE TABLE delivery_attempt (
     consumer_id  bigint NOT NULL REFERENCES consumer (id) ON DELETE CASCADE,
     client_id    text NOT NULL,
@@ -75,6 +75,7 @@ CREATE TABLE delivery_attempt (
     duration_ms  integer NOT NULL,
     attempted_at timestamptz NOT NULL
 );
+CREATE INDEX delivery_attempt_consumer_idx ON delivery_attempt (consumer_id, attempted_at);
 CREATE INDEX delivery_attempt_event_idx ON delivery_attempt (client_id, event_id);
 
 -- Events whose retry schedule ran out: the cursor moved on, they wait for replay.
@@ -93,3 +94,5 @@ CREATE TABLE parked_delivery (
     replay           boolean NOT NULL DEFAULT false,
     PRIMARY KEY (consumer_id, xact_id, seq)
 );
+-- The sender looks for replays on every round: only the flagged rows are indexed.
+CREATE INDEX parked_delivery_replay_idx ON parked_delivery (consumer_id, xact_id, seq) WHERE replay;

@@ -143,6 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_in_flight,
         })) => {
             let entry = ConsumerEntry {
+                kind: Default::default(),
                 client,
                 name,
                 endpoint,

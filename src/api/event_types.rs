@@ -110,13 +110,28 @@ pub(super) async fn register_event_type(
     }
     Schema::compile(new.schema.clone())
         .map_err(|e| ApiError::Invalid { code: "invalid_schema", message: format!("schema: {e:#}") })?;
-    let conn = ctx.store.pool().get().await?;
+    let mut conn = ctx.store.pool().get().await?;
     if let Some(p) = &producer {
         if conn.query_opt("SELECT 1 FROM producer WHERE id = $1", &[p]).await?.is_none() {
             return Err(unknown_producer(p));
         }
     }
-    let inserted = conn
+    // A name belongs to one producer: every version of it, since subscriptions cover
+    // every version. The lock makes "first version" a decision one request at a time.
+    let tx = conn.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext('event_type:' || $1))", &[&new.name]).await?;
+    if let Role::Producer(own) = &caller.role {
+        let taken = tx
+            .query_opt(
+                "SELECT 1 FROM event_type WHERE name = $1 AND producer_id IS DISTINCT FROM $2 LIMIT 1",
+                &[&new.name, own],
+            )
+            .await?;
+        if taken.is_some() {
+            return Err(ApiError::Forbidden(format!("event type '{}' belongs to another producer", new.name)));
+        }
+    }
+    let inserted = tx
         .query_opt(
             &format!(
                 "INSERT INTO event_type (name, version, schema, producer_id, description) VALUES ($1, $2, $3, $4, $5)
@@ -133,10 +148,11 @@ pub(super) async fn register_event_type(
         Err(e) => return Err(e.into()),
     };
     if let Some(row) = inserted {
+        tx.commit().await?;
         tracing::info!(event_type = %new.name, version = new.version, "event type registered");
         return Ok((StatusCode::CREATED, Json(event_type_view(&row))));
     }
-    let existing = conn
+    let existing = tx
         .query_one(
             &format!("SELECT {COLUMNS} FROM event_type WHERE name = $1 AND version = $2"),
             &[&new.name, &new.version],

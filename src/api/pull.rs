@@ -334,9 +334,11 @@ async fn advance(db: &impl GenericClient, client: &str, consumer: &PullConsumer)
         &[&consumer.id, &cursor.xact, &cursor.seq],
     )
     .await?;
+    // Only rows behind the previous cursor go: the ones acknowledged just now stay one
+    // more round as `acked`, so a claim that raced this transaction cannot re-lease them.
     db.execute(
         "DELETE FROM pull_lease WHERE consumer_id = $1 AND (xact_id, seq) <= ($2::bigint, $3::bigint)",
-        &[&consumer.id, &cursor.xact, &cursor.seq],
+        &[&consumer.id, &consumer.cursor.xact, &consumer.cursor.seq],
     )
     .await?;
     Ok(cursor)

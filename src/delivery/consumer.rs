@@ -60,12 +60,40 @@ impl fmt::Display for Subscribed {
     }
 }
 
+/// How a consumer receives events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The sender POSTs each event to its endpoint.
+    #[default]
+    Push,
+    /// It reads through the API (`GET .../events`, `POST .../ack`); no endpoint.
+    Pull,
+}
+
+impl Kind {
+    pub fn is_push(&self) -> bool {
+        *self == Kind::Push
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::Push => "push",
+            Kind::Pull => "pull",
+        }
+    }
+}
+
 /// A consumer as registered: what the registry file holds and `consumers add` takes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerEntry {
     pub client: String,
     pub name: String,
+    #[serde(default, skip_serializing_if = "Kind::is_push")]
+    pub kind: Kind,
+    /// Where a push consumer's events are POSTed; empty for a pull consumer.
+    #[serde(default)]
     pub endpoint: String,
     /// `whsec_` + base64; generated when absent. Exported only when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,7 +122,11 @@ impl ConsumerEntry {
     /// Checks what the database would refuse, with messages that say which field.
     pub fn check(&self) -> anyhow::Result<Start> {
         let what = format!("consumer '{}' of client '{}'", self.name, self.client);
-        check_endpoint(&self.endpoint).with_context(|| what.clone())?;
+        match self.kind {
+            Kind::Push => drop(check_endpoint(&self.endpoint).with_context(|| what.clone())?),
+            Kind::Pull if !self.endpoint.is_empty() => bail!("{what}: endpoint: a pull consumer has none"),
+            Kind::Pull => {}
+        }
         if let Some(secret) = &self.secret {
             Secret::parse(secret).map_err(|e| anyhow::anyhow!("{what}: secret: {e}"))?;
         }
@@ -180,13 +212,17 @@ pub async fn register(tx: &impl GenericClient, entry: &ConsumerEntry, must_be_ne
         let changed = tx
             .execute(
                 "UPDATE consumer SET endpoint = $2, timeout_ms = $3, max_in_flight = $4,
-                        secret = coalesce($5, secret), updated_at = now()
+                        secret = coalesce($5, secret), generation = generation + 1, updated_at = now()
                  WHERE id = $1 AND (endpoint, timeout_ms, max_in_flight, secret)
                        IS DISTINCT FROM ($2, $3, $4, coalesce($5, secret))",
                 &[&id, &entry.endpoint, &entry.timeout_ms, &entry.max_in_flight, &entry.secret],
             )
             .await?;
         let resubscribed = subscribed(id).await?;
+        if resubscribed && changed == 0 {
+            // A sender serving it must stop and read the new subscriptions.
+            tx.execute("UPDATE consumer SET generation = generation + 1 WHERE id = $1", &[&id]).await?;
+        }
         return Ok(if changed > 0 || resubscribed { Registered::Updated { id } } else { Registered::Unchanged { id } });
     }
     let generated = entry.secret.is_none().then(Secret::generate);
@@ -195,8 +231,8 @@ pub async fn register(tx: &impl GenericClient, entry: &ConsumerEntry, must_be_ne
     let row = tx
         .query_one(
             "INSERT INTO consumer (client_id, name, endpoint, secret, timeout_ms, max_in_flight,
-                                   start_position, start_xact, start_seq, cursor_xact, cursor_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $9) RETURNING id",
+                                   start_position, start_xact, start_seq, cursor_xact, cursor_seq, kind)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $9, $10) RETURNING id",
             &[
                 &entry.client,
                 &entry.name,
@@ -207,6 +243,7 @@ pub async fn register(tx: &impl GenericClient, entry: &ConsumerEntry, must_be_ne
                 &start.to_string(),
                 &cursor.xact,
                 &cursor.seq,
+                &entry.kind.code(),
             ],
         )
         .await
@@ -304,7 +341,7 @@ pub async fn export(db: &impl GenericClient, with_secrets: bool) -> Result<Vec<C
             "SELECT c.client_id, c.name, c.endpoint, c.secret,
                     coalesce((SELECT array_agg(s.event_type || coalesce('@' || s.version, '') ORDER BY 1)
                               FROM consumer_subscription s WHERE s.consumer_id = c.id), '{}'),
-                    c.start_position, c.timeout_ms, c.max_in_flight
+                    c.start_position, c.timeout_ms, c.max_in_flight, c.kind
              FROM consumer c ORDER BY c.client_id, c.name",
             &[],
         )
@@ -314,6 +351,7 @@ pub async fn export(db: &impl GenericClient, with_secrets: bool) -> Result<Vec<C
         .map(|r| ConsumerEntry {
             client: r.get(0),
             name: r.get(1),
+            kind: if r.get::<_, &str>(8) == "pull" { Kind::Pull } else { Kind::Push },
             endpoint: r.get(2),
             secret: with_secrets.then(|| r.get(3)),
             event_types: r.get::<_, Vec<String>>(4).iter().filter_map(|s| s.parse().ok()).collect(),

@@ -26,6 +26,14 @@ struct Served {
     task: JoinHandle<()>,
 }
 
+impl Drop for Served {
+    /// A worker never outlives its entry: when the sender stops (or is dropped), its
+    /// workers stop too.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 pub struct Sender {
     settings: Arc<Settings>,
     store: Store,
@@ -70,16 +78,30 @@ impl Sender {
         for s in served.values() {
             s.cancel.cancel();
         }
-        let tasks = futures::future::join_all(served.into_values().map(|s| s.task));
-        if tokio::time::timeout(self.settings.shutdown_timeout, tasks).await.is_err() {
-            warn!("shutdown timeout reached: some cursors were not committed (those events will be delivered again)");
+        let deadline = Instant::now() + self.settings.shutdown_timeout;
+        let mut finished: Vec<i64> = Vec::new();
+        let mut aborted = 0;
+        for (id, mut s) in served.drain() {
+            match tokio::time::timeout_at(deadline, &mut s.task).await {
+                Ok(_) => finished.push(id),
+                Err(_) => {
+                    s.task.abort();
+                    aborted += 1;
+                }
+            }
+        }
+        if aborted > 0 {
+            warn!(aborted, "shutdown timeout reached: those consumers keep their lease until it expires");
         }
         gauges.abort();
+        // Only the leases of workers that finished are handed back: an aborted one may
+        // still have had a request in flight, so its lease runs out instead.
         if let Ok(conn) = self.store.pool().get().await {
             let _ = conn
                 .execute(
-                    "UPDATE consumer SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
-                    &[&self.settings.instance],
+                    "UPDATE consumer SET lease_owner = NULL, lease_until = NULL
+                     WHERE lease_owner = $1 AND (id = ANY($2) OR state <> 'active')",
+                    &[&self.settings.instance, &finished],
                 )
                 .await;
         }
@@ -98,20 +120,38 @@ impl Sender {
             &[instance],
         )
         .await?;
-        let rows = conn
+        let lease = self.settings.lease.as_secs_f64();
+        // Renewal waits for row locks (a worker's own commit holds one for a moment):
+        // skipping a locked row would look like a lost lease.
+        let mut held: HashSet<i64> = conn
             .query(
-                "UPDATE consumer SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
-                 WHERE id IN (
-                     SELECT id FROM consumer
-                     WHERE state = 'active' AND kind = 'push'
-                       AND (lease_owner = $1 OR lease_owner IS NULL OR lease_until < now())
-                     ORDER BY lease_owner IS NOT DISTINCT FROM $1 DESC, id
-                     LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING id",
-                &[instance, &self.settings.lease.as_secs_f64(), &self.settings.max_consumers],
+                "UPDATE consumer SET lease_until = now() + make_interval(secs => $2)
+                 WHERE lease_owner = $1 AND state = 'active' AND kind = 'push' RETURNING id",
+                &[instance, &lease],
             )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let room = self.settings.max_consumers - held.len() as i64;
+        if room > 0 {
+            // Taking a consumer over bumps its generation: a worker of the previous
+            // owner that still runs can no longer commit its cursor.
+            let claimed = conn
+                .query(
+                    "UPDATE consumer SET lease_owner = $1, lease_until = now() + make_interval(secs => $2),
+                            generation = generation + 1
+                     WHERE id IN (
+                         SELECT id FROM consumer
+                         WHERE state = 'active' AND kind = 'push' AND (lease_owner IS NULL OR lease_until < now())
+                         ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                     RETURNING id",
+                    &[instance, &lease, &room],
+                )
+                .await?;
+            held.extend(claimed.iter().map(|r| r.get::<_, i64>(0)));
+        }
+        Ok(held)
     }
 
     /// Starts workers for newly held consumers (or restarts one that stopped while

@@ -300,14 +300,16 @@ impl Run<'_> {
                 },
             )
         };
-        if let (Some(snapshot), Some(written)) = (snapshot, written) {
-            self.settle(snapshot, written)?;
-        }
+        // What was delivered counts before any commit error is reported: the work is
+        // kept for the next commit, and the page is not delivered again.
         if let Some(Ok(page)) = next {
             self.prefetched = Some(page);
         }
         if let Some(last) = handled.checked_sub(1) {
             self.cursor = self.cursor.max(events[last].position);
+        }
+        if let (Some(snapshot), Some(written)) = (snapshot, written) {
+            self.settle(snapshot, written)?;
         }
         match stop {
             Some(reason) if reason.is_empty() => {
@@ -434,7 +436,8 @@ impl Run<'_> {
                     *self.failing_since.lock().expect("failing") = None;
                     return Fate::Delivered;
                 }
-                Attempt::Gone => return Fate::Disable(format!("{} answered 410 Gone", self.target.endpoint)),
+                // Not the URL: endpoints may carry tokens, and reasons are logged and listed.
+                Attempt::Gone => return Fate::Disable("the endpoint answered 410 Gone".to_owned()),
                 Attempt::Failed { status, snippet, retry_after, .. } => (status, snippet, retry_after),
             };
             let error = error.unwrap_or_default();
@@ -454,10 +457,8 @@ impl Run<'_> {
                     snippet,
                 });
             };
-            let delay = match retry_after {
-                Some(asked) => asked.min(settings.max_retry_after),
-                None => jitter(*delay),
-            };
+            // `Retry-After` is a floor: the schedule still bounds how long an event waits.
+            let delay = jitter(*delay).max(retry_after.unwrap_or_default().min(settings.max_retry_after));
             metrics::counter!("event_sender_retries_total").increment(1);
             if attempt == 1 || attempt % 5 == 0 {
                 warn!(consumer = label, event_id = %event.event_id, attempt, %error, retry_in = ?delay, "delivery failed");

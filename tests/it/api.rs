@@ -146,6 +146,14 @@ async fn every_endpoint_asks_for_a_key_of_the_right_role_and_tenant() {
     let wrong_secret = format!("{}_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &other_client[..16]);
     let c1 = "/v1/clients/client-1";
     let consumer = "/v1/clients/client-1/consumers/reader";
+    // The resources exist, so a wrong answer would be a leak or a change, not a miss.
+    let reader = json!({"name": "reader", "kind": "pull", "event_types": ["user-app"], "start": "beginning"});
+    assert_eq!(
+        api.call(Method::POST, "/v1/clients/client-1/consumers", Some(ADMIN), Some(reader)).await.0.as_u16(),
+        201
+    );
+    store_events(&env, "client-1", "e", 1).await;
+    let e1 = "e-00000";
     use Method as M;
     // (method, path, body, status for client-2's key, status for the identity producer's key)
     let table: Vec<(Method, String, Option<Value>, u16, u16)> = vec![
@@ -188,7 +196,15 @@ async fn every_endpoint_asks_for_a_key_of_the_right_role_and_tenant() {
         (M::PUT, format!("{consumer}/cursor"), Some(json!({"start": "beginning"})), 404, 403),
         (M::GET, format!("{consumer}/events?wait=0"), None, 404, 403),
         (M::POST, format!("{consumer}/ack"), Some(json!({"positions": ["1.1"]})), 404, 403),
-        (M::GET, format!("{c1}/events/e-1"), None, 404, 403),
+        (M::GET, format!("{c1}/events/{e1}"), None, 404, 403),
+        // A name another producer owns cannot be taken over with a new version.
+        (
+            M::POST,
+            "/v1/event-types".into(),
+            Some(json!({"name": "transaction-app", "version": 9, "schema": {"type": "object"}})),
+            403,
+            403,
+        ),
         (M::GET, "/v1/registry".into(), None, 403, 403),
         (M::POST, "/v1/events".into(), Some(user_event("auth-1")), 403, 202),
         (M::POST, "/v1/events/batch".into(), Some(json!({"entries": [user_event("auth-2")]})), 403, 200),
@@ -218,6 +234,14 @@ async fn every_endpoint_asks_for_a_key_of_the_right_role_and_tenant() {
             assert_eq!(code(&answer), expected, "{what}");
         }
     }
+    // Nothing of client-1 changed under the other keys.
+    let (status, seen) = api.call(M::GET, consumer, Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["state"], "active", "{seen}");
+    assert_eq!(env.count("SELECT count(*) FROM pull_lease").await, 0, "nobody leased client-1's events");
+    assert_eq!(env.count("SELECT count(*) FROM event_type WHERE version = 9").await, 0);
+    let (status, _) = api.call(M::GET, &format!("{c1}/events/{e1}"), Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK, "the event exists");
     // A client key sees its own client only.
     let (_, clients) = api.call(M::GET, "/v1/clients", Some(&other_client), None).await;
     let ids: Vec<&str> = clients.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();

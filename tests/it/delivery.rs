@@ -176,6 +176,7 @@ async fn register(env: &TestEnv, entry: ConsumerEntry) {
 
 fn entry(client: &str, name: &str, endpoint: String, secret: &str, types: &[&str]) -> ConsumerEntry {
     ConsumerEntry {
+        kind: Default::default(),
         client: client.into(),
         name: name.into(),
         endpoint,
@@ -321,10 +322,18 @@ async fn a_second_sender_takes_over_when_the_first_dies_and_nothing_is_skipped()
     store_events(&env, "client-1", "e", 300).await;
 
     let (_first_stop, first) = start_sender(&env, "first");
-    let (second_stop, second) = start_sender(&env, "second");
     eventually("the first deliveries", Duration::from_secs(30), || async { fake.count("audit") >= 40 }).await;
-    // A crash: no shutdown, no lease handed back, no final cursor commit.
+    let (second_stop, second) = start_sender(&env, "second");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.count("SELECT count(*) FROM consumer WHERE name = 'audit' AND lease_owner = 'first'").await,
+        1,
+        "the first sender holds the consumer; the second waits for its lease"
+    );
+    let before_crash = fake.count("audit");
+    // A crash: no shutdown, no lease handed back, no final cursor commit; its workers die with it.
     first.abort();
+    let _ = first.await;
     eventually("the second sender finishes", Duration::from_secs(60), || async {
         let ids: HashSet<String> = fake.received().remove("audit").unwrap_or_default().into_iter().collect();
         ids.len() == 300
@@ -332,6 +341,12 @@ async fn a_second_sender_takes_over_when_the_first_dies_and_nothing_is_skipped()
     .await;
     second_stop.cancel();
     second.await.unwrap().unwrap();
+    assert!(before_crash < 300, "the crash came before the end");
+    assert_eq!(
+        env.count("SELECT count(*) FROM delivery_attempt WHERE event_id = 'e-00299'").await,
+        1,
+        "the second sender delivered the last event"
+    );
     let ids = fake.received().remove("audit").unwrap();
     assert_in_log_order(&ids, &positions(&env).await, "audit");
     let duplicates = ids.len() - 300;
@@ -357,4 +372,34 @@ async fn endpoints_outside_the_allowed_networks_are_refused() {
     stop.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(fake.count("inside"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_round_trip_through_the_registry_file_and_secrets_only_when_asked() {
+    let source = TestEnv::new().await;
+    let s1 = secret();
+    register(&source, entry("client-1", "audit", "http://127.0.0.1:9/audit".into(), &s1, &["user-app@2"])).await;
+    let mut pull = entry("client-2", "reader", String::new(), &secret(), &["monitor-app"]);
+    pull.kind = consumer::Kind::Pull;
+    register(&source, pull).await;
+    let conn = source.store.pool().get().await.unwrap();
+    let without = event_processor::registry::RegistryFile::export(&**conn, false).await.unwrap();
+    assert!(without.consumers.iter().all(|c| c.secret.is_none()), "no secret unless asked");
+    assert!(!serde_json::to_string(&without).unwrap().contains("whsec_"));
+    let with = event_processor::registry::RegistryFile::export(&**conn, true).await.unwrap();
+    assert_eq!(with.consumers.len(), 2);
+
+    // The backup rebuilds the consumers elsewhere, secrets and kinds included.
+    let target = TestEnv::new().await;
+    let text = serde_json::to_string(&with).unwrap();
+    let file: event_processor::registry::RegistryFile = serde_json::from_str(&text).unwrap();
+    let report = file.apply(&mut target.store.pool().get().await.unwrap(), false).await.unwrap();
+    assert_eq!(report.consumers, 2);
+    let rebuilt = event_processor::registry::RegistryFile::export(&**target.store.pool().get().await.unwrap(), true)
+        .await
+        .unwrap();
+    assert_eq!(rebuilt.consumers, with.consumers);
+    // Applying it again changes nothing.
+    let again = file.apply(&mut target.store.pool().get().await.unwrap(), false).await.unwrap();
+    assert_eq!(again.consumers, 0);
 }

@@ -144,6 +144,7 @@ pub(super) async fn create_consumer(
 /// Through the sender's own registration (endpoint checks and all).
 async fn register_push(tx: &impl GenericClient, client: &str, new: &NewConsumer) -> Result<Option<String>, ApiError> {
     let entry = ConsumerEntry {
+        kind: Default::default(),
         client: client.to_owned(),
         name: new.name.clone(),
         endpoint: new.endpoint.clone(),
