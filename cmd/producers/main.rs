@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use event_processor::config::{self, parse_duration, ratio, DatabaseArgs, LogArgs, QueueArgs};
 use event_processor::ingest::Settings;
+use event_processor::producers::api_sink::ApiSink;
 use event_processor::producers::generator::{Generator, Mix};
-use event_processor::producers::load::{self, LoadSettings};
+use event_processor::producers::load::{self, Destination, LoadSettings};
 use event_processor::producers::templates::EventsFile;
 use event_processor::producers::tenants;
 use event_processor::producers::{manifest, verify};
@@ -91,6 +92,22 @@ struct SendArgs {
     /// Seed for a reproducible mix.
     #[arg(long)]
     seed: Option<u64>,
+    /// Send through the platform API at this URL (e.g. http://127.0.0.1:8080) instead of
+    /// straight to SQS; events it refuses are checked against the expected reason.
+    #[arg(long, env = "PRODUCERS_API_URL", value_name = "PRODUCERS_API_URL")]
+    api_url: Option<String>,
+    /// The key for --api-url (a producer key, or the admin key).
+    #[arg(
+        long,
+        env = "PRODUCERS_API_KEY",
+        value_name = "PRODUCERS_API_KEY",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    api_key: String,
+    /// With --api-url: up to 10 events per POST /v1/events/batch instead of one request each.
+    #[arg(long)]
+    api_batch: bool,
     /// No progress bar or progress lines.
     #[arg(long)]
     quiet: bool,
@@ -158,7 +175,18 @@ async fn send(args: SendArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
         let _ = tokio::signal::ctrl_c().await;
         on_signal.cancel();
     });
-    let summary = load::run(queue.open().await?, generator, settings, manifest, stop).await?;
+    let destination = match &args.api_url {
+        Some(url) => {
+            let key = if args.api_key.is_empty() {
+                std::env::var("API_ADMIN_KEY").unwrap_or_default()
+            } else {
+                args.api_key.clone()
+            };
+            Destination::Api(ApiSink::new(url, &key, args.api_batch))
+        }
+        None => Destination::Queue(queue.open().await?),
+    };
+    let summary = load::run(destination, generator, settings, manifest, stop).await?;
     println!(
         "sent {} events in {:.1}s ({:.0}/s), {} failed; by expected outcome: {:?}",
         summary.acknowledged,
@@ -167,7 +195,13 @@ async fn send(args: SendArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
         summary.failed,
         summary.by_expect
     );
-    Ok(if summary.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    if args.api_url.is_some() {
+        println!(
+            "refused by the API: {:?}, {} of them for another reason than expected",
+            summary.refused, summary.refused_unexpectedly
+        );
+    }
+    Ok(if summary.failed == 0 && summary.refused_unexpectedly == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 async fn verify(args: VerifyArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {

@@ -18,7 +18,7 @@
 source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 ALL=(kill9 pg_outage slow_db sqs_outage replicas sigterm hostile checker
-     sender_kill9 consumer_500 consumer_slow consumer_410 sender_replicas sender_pg_outage)
+     sender_kill9 consumer_500 consumer_slow consumer_410 sender_replicas sender_pg_outage api_hostile)
 scale=1
 scenarios=()
 for arg in "$@"; do
@@ -385,6 +385,21 @@ sender_pg_outage() {
   "$here/postgres.sh" start "$db_url"
   finish "$(date +%s.%N)"
   expect "the sender logged the outage" grep -qE "delivery step failed|lease renewal failed" "$work/$scenario-sender-a.log"
+}
+
+# Hostile input through the API: every bad body is refused with the processor's reason
+# (the producers check each refusal against what they generated), the rest is stored.
+api_hostile() {
+  prepare 30 5
+  start_processor a
+  local port; port=$(free_port)
+  API_ADDR="127.0.0.1:$port" "$bin/api" >>"$work/$scenario-api.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+  produce 3000 0 --invalid-ratio 0.3 --api-url "http://127.0.0.1:$port"
+  finish "$(date +%s.%N)"
+  grep "refused by the API" "$work/$scenario-producers.log" | sed 's/^/  /'
+  expect "every hostile body refused with the expected reason" grep -q ", 0 of them for another reason" "$work/$scenario-producers.log"
 }
 
 for scenario in "${scenarios[@]}"; do

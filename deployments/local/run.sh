@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quick start: the whole platform on one machine. Starts LocalStack and PostgreSQL
 # (installing what is missing), builds, applies the migrations and the demo registry,
-# runs the processor, the fake consumers and the sender, lets the producers send a
+# runs the processor, the fake consumers, the sender and the API, lets the producers send a
 # realistic mix (valid events across tenants, bad input, duplicates), then verifies
 # that every acknowledged event was stored exactly once and reached every consumer
 # subscribed to it, in order, and shows the counts:
@@ -70,6 +70,7 @@ rm -f "$record"
 start processor "processor started" "$bin/processor"
 start consumers "fake consumers listening" "$bin/consumers" --registry "$secrets" --record "$record"
 start sender "sender started" "$bin/sender"
+start api "serving the API" "$bin/api"
 
 manifest="$CACHE_DIR/run-manifest.jsonl"
 log "producers: ${EVENTS:-5000} events at ${RATE:-1000}/s over 10 tenants, 5% bad input, 2% duplicates"
@@ -85,6 +86,9 @@ psql "$DATABASE_URL" -c 'SELECT count(*) AS stored FROM message;' \
   -c 'SELECT reason, count(*) FROM rejected_message GROUP BY reason ORDER BY reason;' \
   -c "SELECT status, count(*) AS attempts FROM delivery_attempt GROUP BY status ORDER BY status;"
 "$bin/sender" consumers list
+"$here/readme-examples.sh"
+log "the API answers on http://$API_ADDR (admin key: API_ADMIN_KEY in .env); try:"
+log "  curl -s -H \"Authorization: Bearer \$API_ADMIN_KEY\" http://$API_ADDR/v1/clients"
 
 if $once; then
   log "stopping the services (SIGTERM)"

@@ -16,6 +16,7 @@ use super::manifest::{self, Entry};
 use crate::backoff::Backoff;
 use crate::sqs::{Queue, MAX_BATCH};
 
+use super::api_sink::{ApiSink, Posted};
 use super::generator::{Generator, Outgoing, SQS_MAX_BYTES};
 
 /// How a run sends.
@@ -33,11 +34,23 @@ pub struct LoadSettings {
     pub progress: bool,
 }
 
+/// Where a run sends.
+#[derive(Clone)]
+pub enum Destination {
+    Queue(Queue),
+    /// Through the platform API, which judges each event before it reaches SQS.
+    Api(ApiSink),
+}
+
 /// What a run sent.
 #[derive(Debug, Default, Clone)]
 pub struct LoadSummary {
     pub acknowledged: u64,
     pub failed: u64,
+    /// Events the API refused, by reason (only when sending through the API).
+    pub refused: BTreeMap<String, u64>,
+    /// Refusals whose reason was not the one the generator expected.
+    pub refused_unexpectedly: u64,
     /// Acknowledged events per expected outcome.
     pub by_expect: BTreeMap<String, u64>,
     pub elapsed: Duration,
@@ -51,7 +64,7 @@ impl LoadSummary {
 
 /// Sends until the count or duration is reached, or `stop` is cancelled.
 pub async fn run(
-    queue: Queue,
+    destination: Destination,
     mut generator: Generator,
     settings: LoadSettings,
     manifest: Option<manifest::Writer>,
@@ -60,19 +73,43 @@ pub async fn run(
     let started = Instant::now();
     let acknowledged = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(std::sync::Mutex::new((BTreeMap::<String, u64>::new(), 0u64)));
     let manifest = Arc::new(manifest);
     let (tx, rx) = mpsc::channel::<Vec<Outgoing>>(settings.concurrency.max(1) * 2);
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
 
     let mut senders = tokio::task::JoinSet::new();
     for _ in 0..settings.concurrency.max(1) {
-        let (queue, rx, manifest) = (queue.clone(), rx.clone(), manifest.clone());
-        let (acknowledged, failed) = (acknowledged.clone(), failed.clone());
+        let (destination, rx, manifest) = (destination.clone(), rx.clone(), manifest.clone());
+        let (acknowledged, failed, refused) = (acknowledged.clone(), failed.clone(), refused.clone());
         senders.spawn(async move {
             let mut by_expect: BTreeMap<String, u64> = BTreeMap::new();
             loop {
                 let Some(batch) = rx.lock().await.recv().await else { break };
-                let entries = send_batch(&queue, &batch).await;
+                let entries = match &destination {
+                    Destination::Queue(queue) => send_batch(queue, &batch).await,
+                    Destination::Api(api) => {
+                        let mut entries = Vec::with_capacity(batch.len());
+                        let mut first_error = None;
+                        for posted in api.post(&batch).await {
+                            match posted {
+                                Posted::Accepted(entry) => entries.push(entry),
+                                Posted::Refused { reason, matched } => {
+                                    let mut r = refused.lock().expect("refused lock");
+                                    *r.0.entry(reason).or_default() += 1;
+                                    r.1 += u64::from(!matched);
+                                }
+                                Posted::Failed(e) => {
+                                    first_error.get_or_insert(e);
+                                }
+                            }
+                        }
+                        if let Some(error) = first_error {
+                            tracing::warn!(%error, "the API did not take some events of a batch");
+                        }
+                        entries
+                    }
+                };
                 failed.fetch_add((batch.len() - entries.len()) as u64, Relaxed);
                 acknowledged.fetch_add(entries.len() as u64, Relaxed);
                 for e in &entries {
@@ -154,9 +191,14 @@ pub async fn run(
     if let Some(p) = progress {
         p.finish();
     }
+    let (refused, refused_unexpectedly) = std::mem::take(&mut *refused.lock().expect("refused lock"));
+    let refused_total: u64 = refused.values().sum();
     Ok(LoadSummary {
         acknowledged: acknowledged.load(Relaxed),
-        failed: failed.load(Relaxed),
+        // A refusal is an answer, not a failure to send.
+        failed: failed.load(Relaxed) - refused_total,
+        refused,
+        refused_unexpectedly,
         by_expect,
         elapsed: started.elapsed(),
     })

@@ -3,6 +3,7 @@
 //! verifier that checks every acknowledged event ended in the database exactly once
 //! ([`verify`]).
 
+pub mod api_sink;
 pub mod delivered;
 pub mod drain;
 pub mod generator;
