@@ -12,6 +12,10 @@ use tokio_postgres::GenericClient;
 use super::log::{self, Position, Start};
 use super::signature::Secret;
 
+mod listing;
+
+pub use listing::{export, list, table, ConsumerView};
+
 /// An event type a consumer subscribes to, with one version or all: `user-app` or `user-app@2`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -254,112 +258,6 @@ pub async fn register(tx: &impl GenericClient, entry: &ConsumerEntry, must_be_ne
     let id: i64 = row.get(0);
     subscribed(id).await?;
     Ok(Registered::Created { id, secret: generated })
-}
-
-/// A consumer as the sender and `consumers list` see it (never its secret).
-#[derive(Debug, Clone, Serialize)]
-pub struct ConsumerView {
-    pub id: i64,
-    pub client: String,
-    pub name: String,
-    pub endpoint: String,
-    pub event_types: Vec<String>,
-    pub state: String,
-    pub disabled_reason: Option<String>,
-    pub timeout_ms: i32,
-    pub max_in_flight: i32,
-    pub start: String,
-    pub cursor: String,
-    pub lease_owner: Option<String>,
-    pub failing_since: Option<chrono::DateTime<chrono::Utc>>,
-    pub parked: i64,
-}
-
-/// Every consumer, by client and name (optionally one client's).
-pub async fn list(db: &impl GenericClient, client: Option<&str>) -> Result<Vec<ConsumerView>, tokio_postgres::Error> {
-    let rows = db
-        .query(
-            "SELECT c.id, c.client_id, c.name, c.endpoint,
-                    coalesce((SELECT array_agg(s.event_type || coalesce('@' || s.version, '') ORDER BY 1)
-                              FROM consumer_subscription s WHERE s.consumer_id = c.id), '{}'),
-                    c.state, c.disabled_reason, c.timeout_ms, c.max_in_flight, c.start_position,
-                    c.cursor_xact || '.' || c.cursor_seq,
-                    CASE WHEN c.lease_until > now() THEN c.lease_owner END, c.failing_since,
-                    (SELECT count(*) FROM parked_delivery p WHERE p.consumer_id = c.id)
-             FROM consumer c WHERE $1::text IS NULL OR c.client_id = $1 ORDER BY c.client_id, c.name",
-            &[&client],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ConsumerView {
-            id: r.get(0),
-            client: r.get(1),
-            name: r.get(2),
-            endpoint: r.get(3),
-            event_types: r.get(4),
-            state: r.get(5),
-            disabled_reason: r.get(6),
-            timeout_ms: r.get(7),
-            max_in_flight: r.get(8),
-            start: r.get(9),
-            cursor: r.get(10),
-            lease_owner: r.get(11),
-            failing_since: r.get(12),
-            parked: r.get(13),
-        })
-        .collect())
-}
-
-/// `consumers list` for people: one line per consumer.
-pub fn table(consumers: &[ConsumerView]) -> String {
-    let mut out = format!(
-        "{:<28} {:<9} {:<16} {:>7} {:<28} {}\n",
-        "CONSUMER", "STATE", "CURSOR", "PARKED", "EVENT TYPES", "ENDPOINT"
-    );
-    for c in consumers {
-        out.push_str(&format!(
-            "{:<28} {:<9} {:<16} {:>7} {:<28} {}\n",
-            format!("{}/{}", c.client, c.name),
-            c.state,
-            c.cursor,
-            c.parked,
-            c.event_types.join(","),
-            c.endpoint
-        ));
-        if let Some(reason) = &c.disabled_reason {
-            out.push_str(&format!("    disabled: {reason}\n"));
-        }
-    }
-    out
-}
-
-/// The entries `registry export` writes; secrets only `with_secrets`.
-pub async fn export(db: &impl GenericClient, with_secrets: bool) -> Result<Vec<ConsumerEntry>, tokio_postgres::Error> {
-    let rows = db
-        .query(
-            "SELECT c.client_id, c.name, c.endpoint, c.secret,
-                    coalesce((SELECT array_agg(s.event_type || coalesce('@' || s.version, '') ORDER BY 1)
-                              FROM consumer_subscription s WHERE s.consumer_id = c.id), '{}'),
-                    c.start_position, c.timeout_ms, c.max_in_flight, c.kind
-             FROM consumer c ORDER BY c.client_id, c.name",
-            &[],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ConsumerEntry {
-            client: r.get(0),
-            name: r.get(1),
-            kind: if r.get::<_, &str>(8) == "pull" { Kind::Pull } else { Kind::Push },
-            endpoint: r.get(2),
-            secret: with_secrets.then(|| r.get(3)),
-            event_types: r.get::<_, Vec<String>>(4).iter().filter_map(|s| s.parse().ok()).collect(),
-            start: r.get(5),
-            timeout_ms: r.get(6),
-            max_in_flight: r.get(7),
-        })
-        .collect())
 }
 
 /// What an operator does to a consumer.
