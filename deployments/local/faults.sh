@@ -405,6 +405,12 @@ api_hostile() {
 for scenario in "${scenarios[@]}"; do
   log "scenario: $scenario"
   "$scenario"
+  # Checks made after `finish` belong to this scenario, not to the next one's row.
+  if [ -n "${extra_failure:-}" ]; then
+    echo "| $scenario | checks after the run: FAILED $extra_failure |" >>"$results"
+    failed=1
+    extra_failure=""
+  fi
 done
 echo
 grep -v '^<!--' "$results"

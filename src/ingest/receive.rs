@@ -37,6 +37,7 @@ pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
             permits = shared.held.slots.acquire_many(MAX_BATCH as u32) => permits.expect("slots are never closed"),
         };
         room.forget();
+        let asked = Instant::now();
         let receive = shared.processor.queue.receive(MAX_BATCH, shared.settings().wait_time);
         tokio::pin!(receive);
         let received = tokio::select! {
@@ -72,7 +73,10 @@ pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
         }
         shared.held.slots.add_permits(MAX_BATCH - messages.len());
         Stats::add(&shared.stats().received, messages.len() as u64);
-        let visible_until = Instant::now() + shared.visibility;
+        // SQS started the visibility timeout somewhere between the request and the
+        // answer; count from up to a second before the answer, never later.
+        let answered = Instant::now();
+        let visible_until = answered + shared.visibility - (answered - asked).min(Duration::from_secs(1));
         shared.held.hold(messages.iter().map(|m| m.receipt_handle.as_str()), visible_until);
         let mut registry = shared.processor.registry.snapshot();
         for message in messages {

@@ -22,7 +22,9 @@ pub(super) async fn keep_visible(shared: Arc<Shared>) {
         tokio::time::sleep(period).await;
         shared.processor.liveness.beat();
         let now = Instant::now();
-        let due = shared.held.due(now + v / 3, now + v);
+        // Extended once less than half the timeout is left: the extension calls for a
+        // thousand held messages take time of their own, and must land before expiry.
+        let due = shared.held.due(now + v / 2, now + v);
         if due.is_empty() {
             continue;
         }
