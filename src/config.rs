@@ -275,6 +275,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A binary's exit code for the result of its run: the error, with its causes, on
+/// stderr.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Cancelled on the first SIGINT or SIGTERM; a second one exits at once.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();

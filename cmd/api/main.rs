@@ -40,13 +40,7 @@ async fn main() -> ExitCode {
     }
     let cli: Cli = config::load();
     telemetry::init(cli.log.log_format);
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    config::exit_code(run(cli).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -64,13 +64,7 @@ struct Cli {
 async fn main() -> ExitCode {
     let cli: Cli = config::load();
     telemetry::init(config::LogFormat::Text);
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    config::exit_code(run(cli).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

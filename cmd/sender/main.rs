@@ -101,13 +101,7 @@ enum ConsumersCommand {
 async fn main() -> ExitCode {
     let cli: Cli = config::load();
     telemetry::init(cli.log.log_format);
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    config::exit_code(run(cli).await)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -164,7 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Consumers(ConsumersCommand::List { client, json })) => {
             let conn = store.pool().get().await?;
-            let consumers = consumer::list(&**conn, client.as_deref()).await?;
+            let consumers = consumer::list(&**conn, client.as_deref(), None).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&consumers)?);
             } else {

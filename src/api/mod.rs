@@ -36,7 +36,7 @@ use crate::producers::generator::SQS_MAX_BYTES;
 use crate::registry::{Registry, SharedRegistry};
 use crate::sqs::Queue;
 use crate::store::Store;
-use crate::telemetry::{ready_within, Probe};
+use crate::telemetry::{store_and_queue_ready, Probe};
 use crate::validation::MAX_ID_CHARS;
 
 pub mod auth;
@@ -102,19 +102,7 @@ impl Probe for ApiContext {
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async {
-            let limit = Duration::from_secs(3);
-            let database = ready_within(limit, self.store.ping());
-            let sqs = ready_within(limit, async { self.queue.depth().await.map(|_| ()) });
-            match tokio::join!(database, sqs) {
-                (Ok(()), Ok(())) => Ok(()),
-                (db, sqs) => Err(format!(
-                    "database {}, sqs {}",
-                    db.err().unwrap_or_else(|| "ok".into()),
-                    sqs.err().unwrap_or_else(|| "ok".into())
-                )),
-            }
-        })
+        Box::pin(store_and_queue_ready(&self.store, &self.queue))
     }
 }
 

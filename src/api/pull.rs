@@ -22,7 +22,7 @@ use super::auth::Caller;
 use super::consumers::unknown_consumer;
 use super::error::{ApiError, Body, ErrorBody};
 use super::{check_id, ApiContext};
-use crate::delivery::log::{LogEvent, Position};
+use crate::delivery::log::{LogEvent, Position, EVENT_COLUMNS};
 
 /// How often an idle long poll looks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -130,7 +130,8 @@ async fn claim(
 ) -> Result<Vec<LogEvent>, ApiError> {
     let rows = db
         .query(
-            "WITH cur AS (SELECT cursor_xact AS cx, cursor_seq AS cs FROM consumer WHERE id = $2::bigint),
+            &format!(
+                "WITH cur AS (SELECT cursor_xact AS cx, cursor_seq AS cs FROM consumer WHERE id = $2::bigint),
              candidate AS (
                  SELECT m.xact_id, m.seq FROM message m, cur
                  WHERE m.client_id = $1 AND (m.xact_id, m.seq) > (cur.cx, cur.cs)
@@ -149,26 +150,14 @@ async fn claim(
                      SET member = EXCLUDED.member, lease_until = EXCLUDED.lease_until
                      WHERE pull_lease.lease_until < now() AND NOT pull_lease.acked
                  RETURNING xact_id, seq)
-             SELECT m.xact_id, m.seq, m.event_id, m.event_type, m.version, m.occurred_at, m.stored_at,
-                    m.payload::text
+             SELECT {EVENT_COLUMNS}
              FROM claimed c JOIN message m ON m.client_id = $1 AND m.xact_id = c.xact_id AND m.seq = c.seq
-             ORDER BY m.xact_id, m.seq",
+             ORDER BY m.xact_id, m.seq"
+            ),
             &[&client, &consumer.id, &consumer.event_types, &consumer.versions, &limit, &member, &visibility_secs],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| LogEvent {
-            position: Position { xact: r.get(0), seq: r.get(1) },
-            client_id: client.to_owned(),
-            event_id: r.get(2),
-            event_type: r.get(3),
-            version: r.get(4),
-            occurred_at: r.get(5),
-            stored_at: r.get(6),
-            payload: r.get(7),
-        })
-        .collect())
+    Ok(rows.iter().map(|r| LogEvent::from_row(client, r)).collect())
 }
 
 /// Read events: those after the cursor that no other member holds, leased to

@@ -113,7 +113,25 @@ pub struct LogEvent {
     pub payload: String,
 }
 
+/// The columns of `message m` a [`LogEvent`] is read from, in [`LogEvent::from_row`]'s order.
+pub const EVENT_COLUMNS: &str =
+    "m.xact_id, m.seq, m.event_id, m.event_type, m.version, m.occurred_at, m.stored_at, m.payload::text";
+
 impl LogEvent {
+    /// An event of `client_id` from a row that starts with [`EVENT_COLUMNS`].
+    pub fn from_row(client_id: &str, r: &tokio_postgres::Row) -> LogEvent {
+        LogEvent {
+            position: Position { xact: r.get(0), seq: r.get(1) },
+            client_id: client_id.to_owned(),
+            event_id: r.get(2),
+            event_type: r.get(3),
+            version: r.get(4),
+            occurred_at: r.get(5),
+            stored_at: r.get(6),
+            payload: r.get(7),
+        }
+    }
+
     /// The event as its consumers receive it: `event_id`, `client_id`, `event_type`,
     /// `version`, `occurred_at`, `payload`. Built from the stored JSON text, without
     /// parsing the payload again.
@@ -158,13 +176,15 @@ pub async fn read_after(
     let horizon = horizon(db).await?;
     let rows = db
         .query(
-            "SELECT m.xact_id, m.seq, m.event_id, m.event_type, m.version, m.occurred_at, m.stored_at, m.payload::text
+            &format!(
+                "SELECT {EVENT_COLUMNS}
              FROM message m
              WHERE m.client_id = $1 AND (m.xact_id, m.seq) > ($2, $3) AND m.xact_id < $4
                AND EXISTS (SELECT 1 FROM UNNEST($5::text[], $6::int4[]) AS s(event_type, version)
                            WHERE s.event_type = m.event_type AND (s.version = 0 OR s.version = m.version))
              ORDER BY m.xact_id, m.seq
-             LIMIT $7",
+             LIMIT $7"
+            ),
             &[
                 &selection.client_id,
                 &after.xact,
@@ -176,19 +196,7 @@ pub async fn read_after(
             ],
         )
         .await?;
-    let events = rows
-        .iter()
-        .map(|r| LogEvent {
-            position: Position { xact: r.get(0), seq: r.get(1) },
-            client_id: selection.client_id.clone(),
-            event_id: r.get(2),
-            event_type: r.get(3),
-            version: r.get(4),
-            occurred_at: r.get(5),
-            stored_at: r.get(6),
-            payload: r.get(7),
-        })
-        .collect();
+    let events = rows.iter().map(|r| LogEvent::from_row(&selection.client_id, r)).collect();
     Ok((events, horizon))
 }
 

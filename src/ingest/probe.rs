@@ -1,13 +1,12 @@
 //! What the processor's `/healthz`, `/readyz` and `/metrics` report.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 
 use crate::sqs::Queue;
 use crate::store::Store;
-use crate::telemetry::{ready_within, Liveness, Probe, Stats};
+use crate::telemetry::{store_and_queue_ready, Liveness, Probe, Stats};
 use crate::validation::Reason;
 
 /// The processor's view for the operator endpoint.
@@ -24,19 +23,7 @@ impl Probe for ProcessorProbe {
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async {
-            let limit = Duration::from_secs(3);
-            let database = ready_within(limit, self.store.ping());
-            let sqs = ready_within(limit, async { self.queue.depth().await.map(|_| ()) });
-            match tokio::join!(database, sqs) {
-                (Ok(()), Ok(())) => Ok(()),
-                (db, sqs) => Err(format!(
-                    "database {}, sqs {}",
-                    db.err().unwrap_or("ok".into()),
-                    sqs.err().unwrap_or("ok".into())
-                )),
-            }
-        })
+        Box::pin(store_and_queue_ready(&self.store, &self.queue))
     }
 
     /// Counters live in [`Stats`] (cheap atomics on the hot path) and are copied into

@@ -16,6 +16,9 @@ use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::sqs::Queue;
+use crate::store::Store;
+
 /// A service's answers to the endpoint.
 pub trait Probe: Send + Sync + 'static {
     /// Its loops are turning (`/healthz`); the error says which is stuck.
@@ -35,6 +38,22 @@ pub async fn ready_within<E: std::fmt::Display>(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+/// Readiness of a service that needs PostgreSQL and SQS: both answer within 3 s; the
+/// error names the one that does not.
+pub async fn store_and_queue_ready(store: &Store, queue: &Queue) -> Result<(), String> {
+    let limit = Duration::from_secs(3);
+    let database = ready_within(limit, store.ping());
+    let sqs = ready_within(limit, async { queue.depth().await.map(|_| ()) });
+    match tokio::join!(database, sqs) {
+        (Ok(()), Ok(())) => Ok(()),
+        (db, sqs) => Err(format!(
+            "database {}, sqs {}",
+            db.err().unwrap_or_else(|| "ok".into()),
+            sqs.err().unwrap_or_else(|| "ok".into())
+        )),
     }
 }
 

@@ -11,7 +11,7 @@ use crate::config::LogFormat;
 pub mod endpoint;
 mod stats;
 
-pub use endpoint::{ready_within, Probe};
+pub use endpoint::{ready_within, store_and_queue_ready, Probe};
 pub use stats::{report, Snapshot, Stats};
 
 pub fn init(format: LogFormat) {

@@ -67,41 +67,30 @@ pub struct CursorMove {
     pub start: String,
 }
 
-/// The consumers of `client` (one, by `name`), as views.
+/// The consumers of `client` (one, by `name`), as views: the sender's listing,
+/// without what only operators of the sender see (lease owner, failure clock).
 pub(super) async fn views(
     db: &impl GenericClient,
     client: &str,
     name: Option<&str>,
 ) -> Result<Vec<ConsumerView>, ApiError> {
-    let rows = db
-        .query(
-            "SELECT c.client_id, c.name, c.kind, c.endpoint,
-                    coalesce((SELECT array_agg(s.event_type || coalesce('@' || s.version, '')
-                                               ORDER BY s.event_type, s.version)
-                              FROM consumer_subscription s WHERE s.consumer_id = c.id), '{}'),
-                    c.state, c.disabled_reason, c.timeout_ms, c.max_in_flight, c.start_position,
-                    c.cursor_xact || '.' || c.cursor_seq,
-                    (SELECT count(*) FROM parked_delivery p WHERE p.consumer_id = c.id), c.created_at
-             FROM consumer c WHERE c.client_id = $1 AND ($2::text IS NULL OR c.name = $2) ORDER BY c.name",
-            &[&client, &name],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ConsumerView {
-            client: r.get(0),
-            name: r.get(1),
-            kind: r.get(2),
-            endpoint: r.get(3),
-            event_types: r.get(4),
-            state: r.get(5),
-            disabled_reason: r.get(6),
-            timeout_ms: r.get(7),
-            max_in_flight: r.get(8),
-            start: r.get(9),
-            cursor: r.get(10),
-            parked: r.get(11),
-            created_at: r.get(12),
+    Ok(consumer::list(db, Some(client), name)
+        .await?
+        .into_iter()
+        .map(|c| ConsumerView {
+            client: c.client,
+            name: c.name,
+            kind: c.kind,
+            endpoint: c.endpoint,
+            event_types: c.event_types,
+            state: c.state,
+            disabled_reason: c.disabled_reason,
+            timeout_ms: c.timeout_ms,
+            max_in_flight: c.max_in_flight,
+            start: c.start,
+            cursor: c.cursor,
+            parked: c.parked,
+            created_at: c.created_at,
         })
         .collect())
 }

@@ -1,6 +1,6 @@
-//! Registering a consumer: `push` ones through the sender's own registration
-//! (endpoint checks and all), `pull` ones here (no endpoint); both get the same
-//! start position, cursor and subscriptions, and a signing secret shown once.
+//! Registering a consumer through the sender's own registration (`push` ones with
+//! their endpoint checks, `pull` ones without an endpoint): the same start position,
+//! cursor and subscriptions, and a signing secret shown once.
 
 use std::sync::Arc;
 
@@ -16,8 +16,6 @@ use crate::api::auth::Caller;
 use crate::api::error::{ApiError, Body, ErrorBody};
 use crate::api::{client_exists, ApiContext};
 use crate::delivery::consumer::{self, ConsumerEntry, Registered, Subscribed};
-use crate::delivery::log::{self, Start};
-use crate::delivery::signature::Secret;
 
 /// A consumer as registered (the registry file's entry, without `client`, plus `kind`).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -38,22 +36,12 @@ pub struct NewConsumer {
     #[schema(value_type = Vec<String>)]
     pub event_types: Vec<Subscribed>,
     /// `beginning`, `new` (default) or a position `XACT.SEQ`.
-    #[serde(default = "default_start")]
+    #[serde(default = "consumer::default_start")]
     pub start: String,
-    #[serde(default = "default_timeout_ms")]
+    #[serde(default = "consumer::default_timeout_ms")]
     pub timeout_ms: i32,
-    #[serde(default = "default_max_in_flight")]
+    #[serde(default = "consumer::default_max_in_flight")]
     pub max_in_flight: i32,
-}
-
-fn default_start() -> String {
-    "new".to_owned()
-}
-fn default_timeout_ms() -> i32 {
-    5000
-}
-fn default_max_in_flight() -> i32 {
-    1
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -131,20 +119,20 @@ pub(super) async fn create_consumer(
             message: format!("event types not registered: {}", missing.join(", ")),
         });
     }
-    let secret = match new.kind.unwrap_or(ConsumerKind::Push) {
-        ConsumerKind::Push => register_push(&*tx, &client, &new).await?,
-        ConsumerKind::Pull => register_pull(&*tx, &client, &new, &types, &versions).await?,
-    };
+    let secret = register_entry(&*tx, &client, &new).await?;
     let consumer = view(&*tx, &client, &new.name).await?;
     tx.commit().await?;
     tracing::info!(client = %client, consumer = %new.name, kind = %consumer.kind, "consumer registered");
     Ok((StatusCode::CREATED, Json(CreatedConsumer { consumer, secret })))
 }
 
-/// Through the sender's own registration (endpoint checks and all).
-async fn register_push(tx: &impl GenericClient, client: &str, new: &NewConsumer) -> Result<Option<String>, ApiError> {
+/// Through the sender's own registration, for both kinds (endpoint checks and all).
+async fn register_entry(tx: &impl GenericClient, client: &str, new: &NewConsumer) -> Result<Option<String>, ApiError> {
     let entry = ConsumerEntry {
-        kind: Default::default(),
+        kind: match new.kind.unwrap_or(ConsumerKind::Push) {
+            ConsumerKind::Push => consumer::Kind::Push,
+            ConsumerKind::Pull => consumer::Kind::Pull,
+        },
         client: client.to_owned(),
         name: new.name.clone(),
         endpoint: new.endpoint.clone(),
@@ -163,52 +151,4 @@ async fn register_push(tx: &impl GenericClient, client: &str, new: &NewConsumer)
         }
         Err(e) => Err(ApiError::invalid(format!("{e:#}"))),
     }
-}
-
-/// A pull consumer: no endpoint; the same start, cursor and subscriptions.
-async fn register_pull(
-    tx: &impl GenericClient,
-    client: &str,
-    new: &NewConsumer,
-    types: &[String],
-    versions: &[Option<i32>],
-) -> Result<Option<String>, ApiError> {
-    if !new.endpoint.is_empty() {
-        return Err(ApiError::invalid("endpoint: a pull consumer has none (its members read GET .../events)"));
-    }
-    let start: Start = new.start.parse().map_err(|e: String| ApiError::invalid(format!("start: {e}")))?;
-    if let Some(secret) = &new.secret {
-        Secret::parse(secret).map_err(|e| ApiError::invalid(format!("secret: {e}")))?;
-    }
-    if !(100..=120_000).contains(&new.timeout_ms) || !(1..=100).contains(&new.max_in_flight) {
-        return Err(ApiError::invalid("timeout_ms: expected 100 to 120000; max_in_flight: expected 1 to 100"));
-    }
-    let generated = new.secret.is_none().then(Secret::generate);
-    let secret = new.secret.clone().or_else(|| generated.clone()).unwrap_or_default();
-    let cursor = log::resolve(tx, start).await?;
-    let row = tx
-        .query_one(
-            "INSERT INTO consumer (client_id, name, kind, endpoint, secret, timeout_ms, max_in_flight,
-                                   start_position, start_xact, start_seq, cursor_xact, cursor_seq)
-             VALUES ($1, $2, 'pull', '', $3, $4, $5, $6, $7, $8, $7, $8) RETURNING id",
-            &[
-                &client,
-                &new.name,
-                &secret,
-                &new.timeout_ms,
-                &new.max_in_flight,
-                &start.to_string(),
-                &cursor.xact,
-                &cursor.seq,
-            ],
-        )
-        .await?;
-    let id: i64 = row.get(0);
-    tx.execute(
-        "INSERT INTO consumer_subscription (consumer_id, event_type, version)
-         SELECT DISTINCT $1::bigint, t, v FROM UNNEST($2::text[], $3::int4[]) AS u(t, v)",
-        &[&id, &types, &versions],
-    )
-    .await?;
-    Ok(generated)
 }

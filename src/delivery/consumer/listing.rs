@@ -12,6 +12,8 @@ pub struct ConsumerView {
     pub id: i64,
     pub client: String,
     pub name: String,
+    /// `push` or `pull`.
+    pub kind: String,
     pub endpoint: String,
     pub event_types: Vec<String>,
     pub state: String,
@@ -23,21 +25,27 @@ pub struct ConsumerView {
     pub lease_owner: Option<String>,
     pub failing_since: Option<chrono::DateTime<chrono::Utc>>,
     pub parked: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// Every consumer, by client and name (optionally one client's).
-pub async fn list(db: &impl GenericClient, client: Option<&str>) -> Result<Vec<ConsumerView>, tokio_postgres::Error> {
+/// Every consumer, by client and name; optionally one client's, or one consumer.
+pub async fn list(
+    db: &impl GenericClient,
+    client: Option<&str>,
+    name: Option<&str>,
+) -> Result<Vec<ConsumerView>, tokio_postgres::Error> {
     let rows = db
         .query(
-            "SELECT c.id, c.client_id, c.name, c.endpoint,
+            "SELECT c.id, c.client_id, c.name, c.kind, c.endpoint,
                     coalesce((SELECT array_agg(s.event_type || coalesce('@' || s.version, '') ORDER BY 1)
                               FROM consumer_subscription s WHERE s.consumer_id = c.id), '{}'),
                     c.state, c.disabled_reason, c.timeout_ms, c.max_in_flight, c.start_position,
                     c.cursor_xact || '.' || c.cursor_seq,
                     CASE WHEN c.lease_until > now() THEN c.lease_owner END, c.failing_since,
-                    (SELECT count(*) FROM parked_delivery p WHERE p.consumer_id = c.id)
-             FROM consumer c WHERE $1::text IS NULL OR c.client_id = $1 ORDER BY c.client_id, c.name",
-            &[&client],
+                    (SELECT count(*) FROM parked_delivery p WHERE p.consumer_id = c.id), c.created_at
+             FROM consumer c WHERE ($1::text IS NULL OR c.client_id = $1) AND ($2::text IS NULL OR c.name = $2)
+             ORDER BY c.client_id, c.name",
+            &[&client, &name],
         )
         .await?;
     Ok(rows
@@ -46,17 +54,19 @@ pub async fn list(db: &impl GenericClient, client: Option<&str>) -> Result<Vec<C
             id: r.get(0),
             client: r.get(1),
             name: r.get(2),
-            endpoint: r.get(3),
-            event_types: r.get(4),
-            state: r.get(5),
-            disabled_reason: r.get(6),
-            timeout_ms: r.get(7),
-            max_in_flight: r.get(8),
-            start: r.get(9),
-            cursor: r.get(10),
-            lease_owner: r.get(11),
-            failing_since: r.get(12),
-            parked: r.get(13),
+            kind: r.get(3),
+            endpoint: r.get(4),
+            event_types: r.get(5),
+            state: r.get(6),
+            disabled_reason: r.get(7),
+            timeout_ms: r.get(8),
+            max_in_flight: r.get(9),
+            start: r.get(10),
+            cursor: r.get(11),
+            lease_owner: r.get(12),
+            failing_since: r.get(13),
+            parked: r.get(14),
+            created_at: r.get(15),
         })
         .collect())
 }

@@ -112,13 +112,14 @@ pub struct ConsumerEntry {
     pub max_in_flight: i32,
 }
 
-fn default_start() -> String {
+/// The defaults of a registration, shared with the API's request body.
+pub(crate) fn default_start() -> String {
     "new".to_owned()
 }
-fn default_timeout_ms() -> i32 {
+pub(crate) fn default_timeout_ms() -> i32 {
     5000
 }
-fn default_max_in_flight() -> i32 {
+pub(crate) fn default_max_in_flight() -> i32 {
     1
 }
 

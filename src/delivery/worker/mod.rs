@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::log::{self, LogEvent, Position, Selection};
+use super::log::{self, LogEvent, Position, Selection, EVENT_COLUMNS};
 use super::signature::Secret;
 use super::webhook::Poster;
 use super::Settings;
@@ -372,25 +372,15 @@ impl Run<'_> {
         let conn = self.worker.store.pool().get().await?;
         let rows = conn
             .query(
-                "SELECT m.xact_id, m.seq, m.event_id, m.event_type, m.version, m.occurred_at, m.stored_at, m.payload::text
-                 FROM parked_delivery p JOIN message m ON m.client_id = p.client_id AND m.event_id = p.event_id
-                 WHERE p.consumer_id = $1 AND p.replay
-                 ORDER BY p.xact_id, p.seq LIMIT $2",
+                &format!(
+                    "SELECT {EVENT_COLUMNS}
+                     FROM parked_delivery p JOIN message m ON m.client_id = p.client_id AND m.event_id = p.event_id
+                     WHERE p.consumer_id = $1 AND p.replay
+                     ORDER BY p.xact_id, p.seq LIMIT $2"
+                ),
                 &[&self.worker.consumer_id, &self.worker.settings.batch_size],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| LogEvent {
-                position: Position { xact: r.get(0), seq: r.get(1) },
-                client_id: self.target.selection.client_id.clone(),
-                event_id: r.get(2),
-                event_type: r.get(3),
-                version: r.get(4),
-                occurred_at: r.get(5),
-                stored_at: r.get(6),
-                payload: r.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(|r| LogEvent::from_row(&self.target.selection.client_id, r)).collect())
     }
 }
