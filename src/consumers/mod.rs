@@ -69,9 +69,9 @@ pub fn parse_consumer(s: &str) -> Result<(String, Secret), String> {
 /// Names become paths, so they are restricted to what needs no escaping and cannot
 /// shadow the service's own routes. The error does not quote the name.
 fn check_name(name: &str) -> Result<(), &'static str> {
-    let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if name.is_empty() || name.len() > 64 || !plain {
-        Err("a NAME is 1 to 64 letters, digits, '-' or '_'")
+    let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if name.is_empty() || name.len() > 128 || !plain || name.bytes().all(|b| b == b'.') {
+        Err("a NAME is 1 to 128 letters, digits, '-', '_' or '.' (not only dots)")
     } else if name.starts_with('_') || name.starts_with(SECRET_PREFIX) || name == "healthz" {
         Err("a NAME may not start with '_' or 'whsec_', nor be 'healthz'")
     } else {
@@ -115,12 +115,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// The consumers of a registry file that carry a secret, each served at the last
-/// path segment of its endpoint (`http://127.0.0.1:9300/audit` is `audit`).
+/// The push consumers of a registry file that carry a secret, each served at the last
+/// path segment of its endpoint (`http://127.0.0.1:9300/audit` is `audit`). Pull
+/// consumers have no endpoint to serve: they read through the API.
 pub fn from_registry(path: &std::path::Path) -> anyhow::Result<Vec<(String, Secret)>> {
     let file = crate::registry::RegistryFile::read(path)?;
     let mut found = Vec::new();
     for c in &file.consumers {
+        if c.kind == crate::delivery::consumer::Kind::Pull {
+            continue;
+        }
         let Some(secret) = &c.secret else { continue };
         let name = c.endpoint.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
         let secret = Secret::parse(secret)

@@ -242,8 +242,27 @@ fn consumer_arguments_parse_without_echoing_secrets() {
         let error = parse_consumer(argument).expect_err(argument);
         assert!(!error.contains(secret_text), "{error}");
     }
-    for bad_name in ["_control", "healthz", "a b", "", "x/y"] {
+    for bad_name in ["_control", "healthz", "a b", "", "x/y", "..", "."] {
         assert!(parse_consumer(&format!("{bad_name}={SHOP_SECRET}")).is_err(), "{bad_name}");
     }
     assert!(parse_consumer(&format!("crm-2_eu={SHOP_SECRET}")).is_ok());
+    assert!(parse_consumer(&format!("billing.v2={SHOP_SECRET}")).is_ok(), "registry names may hold dots");
+}
+
+#[test]
+fn a_registry_export_serves_its_push_consumers_only() {
+    // An export of a database where the README's examples ran: a pull consumer has no
+    // endpoint, so it must not become a (nameless) route.
+    let export = json!({"consumers": [
+        {"client": "client-1", "name": "audit", "endpoint": "http://127.0.0.1:9300/audit",
+         "secret": SHOP_SECRET, "event_types": ["user-app"]},
+        {"client": "client-1", "name": "readme-1", "kind": "pull", "endpoint": "",
+         "secret": SHOP_SECRET, "event_types": ["user-app"]},
+    ]});
+    let path = std::env::temp_dir().join(format!("registry-export-{}.json", std::process::id()));
+    std::fs::write(&path, export.to_string()).unwrap();
+    let found = super::from_registry(&path);
+    std::fs::remove_file(&path).unwrap();
+    let names: Vec<String> = found.unwrap().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, ["audit"]);
 }
