@@ -37,12 +37,17 @@ pub struct DatabaseArgs {
     /// Connections in the pool.
     #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 8, value_parser = at_least_one)]
     pub database_pool_size: usize,
+    /// Seconds a commit or a health probe may take before it counts as failed (its
+    /// connection is then closed: a half-open connection cannot hang a commit).
+    #[arg(long, env = "DATABASE_TIMEOUT_SECS", value_name = "DATABASE_TIMEOUT_SECS", default_value_t = Store::DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub database_timeout_secs: u64,
 }
 
 impl DatabaseArgs {
     /// A migrated store.
     pub async fn open(&self) -> anyhow::Result<Store> {
-        let store = Store::connect(&self.database_url, self.database_pool_size)?;
+        let store = Store::connect(&self.database_url, self.database_pool_size)?
+            .with_deadline(Duration::from_secs(self.database_timeout_secs));
         store.migrate().await?;
         Ok(store)
     }
@@ -93,6 +98,14 @@ pub struct ProcessorArgs {
     /// Messages received and not yet deleted; pollers wait at this bound.
     #[arg(long, env = "PROCESSOR_MAX_IN_FLIGHT", value_name = "PROCESSOR_MAX_IN_FLIGHT", default_value_t = Settings::default().max_in_flight, value_parser = at_least_one)]
     pub max_in_flight: usize,
+    /// Bytes held messages may take (bodies and parsed payloads); pollers wait at this
+    /// bound. At least one receive of 10 messages of the queue's MaximumMessageSize.
+    #[arg(long, env = "PROCESSOR_MAX_HELD_BYTES", value_name = "PROCESSOR_MAX_HELD_BYTES", default_value_t = Settings::default().max_held_bytes, value_parser = at_least_one)]
+    pub max_held_bytes: usize,
+    /// Seconds a received message stays invisible before the heartbeat extends it, set
+    /// on every receive; 0 uses the queue's own visibility timeout (30 s if that is 0).
+    #[arg(long, env = "PROCESSOR_VISIBILITY_TIMEOUT_SECS", value_name = "PROCESSOR_VISIBILITY_TIMEOUT_SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=43_200))]
+    pub visibility_timeout_secs: u64,
     /// Most messages per committed batch.
     #[arg(long, env = "PROCESSOR_BATCH_SIZE", value_name = "PROCESSOR_BATCH_SIZE", default_value_t = Settings::default().batch_size, value_parser = at_least_one)]
     pub batch_size: usize,
@@ -154,6 +167,8 @@ impl ProcessorArgs {
             pollers: self.pollers,
             wait_time: Duration::from_secs(self.wait_time_secs),
             max_in_flight: self.max_in_flight,
+            max_held_bytes: self.max_held_bytes,
+            visibility_timeout: (self.visibility_timeout_secs > 0).then(|| Duration::from_secs(self.visibility_timeout_secs)),
             batch_size: self.batch_size,
             batch_window: Duration::from_millis(self.batch_window_ms),
             committers: self.committers,

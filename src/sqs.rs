@@ -3,6 +3,10 @@
 //! This is the only module that speaks SQS. It hands the rest of the code plain
 //! [`Received`] messages and reports per-entry batch failures, which SQS returns
 //! inside successful responses and which must never be ignored.
+//!
+//! The processor sees a queue only through [`MessageQueue`], so tests can drive the
+//! faults SQS cannot produce on demand (a failed delete, a throttled visibility
+//! change) through an in-memory double, in addition to the tests against LocalStack.
 
 use std::time::Duration;
 
@@ -14,6 +18,7 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 use chrono::{DateTime, TimeZone, Utc};
+use futures::future::BoxFuture;
 
 /// SQS takes at most 10 entries per batch call and returns at most 10 messages.
 pub const MAX_BATCH: usize = 10;
@@ -42,6 +47,11 @@ pub struct QueueError {
 }
 
 impl QueueError {
+    /// A failure with this message, for queues other than SQS (test doubles).
+    pub fn new(message: impl Into<String>) -> Self {
+        QueueError { message: message.into(), queue_missing: false }
+    }
+
     fn from_sdk<E, R>(error: aws_sdk_sqs::error::SdkError<E, R>) -> Self
     where
         E: std::error::Error + 'static,
@@ -71,6 +81,86 @@ impl EntryFailure {
         self.code.contains("ReceiptHandleIsInvalid")
             || self.message.contains("expired")
             || self.code.contains("InvalidParameterValue")
+    }
+}
+
+/// What the processor reads of a queue's attributes when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueAttributes {
+    /// The queue's own visibility timeout (0 is possible: then the processor's default applies).
+    pub visibility_timeout: Duration,
+    /// `MaximumMessageSize`: the largest body the queue accepts, in bytes.
+    pub max_message_size: usize,
+    /// A FIFO queue (name ending `.fifo`): messages of one group arrive in order.
+    pub fifo: bool,
+}
+
+/// The queue operations the processor uses. [`Queue`] is the SQS implementation.
+pub trait MessageQueue: Send + Sync + 'static {
+    /// Where the queue is, for logs.
+    fn url(&self) -> &str;
+    /// Visibility timeout, largest message size and whether the queue is FIFO.
+    fn attributes(&self) -> BoxFuture<'_, Result<QueueAttributes, QueueError>>;
+    /// Long-polls for up to `max` messages, each kept invisible for `visibility` (set
+    /// explicitly on every receive, whatever the queue's attribute says).
+    fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> BoxFuture<'_, Result<Vec<Received>, QueueError>>;
+    /// Deletes up to 10 messages; returns the entries refused.
+    fn delete<'a>(&'a self, receipt_handles: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<EntryFailure>, QueueError>>;
+    /// Sets the visibility timeout of up to 10 held messages; returns the entries refused.
+    fn change_visibility<'a>(
+        &'a self,
+        receipt_handles: &'a [&'a str],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<EntryFailure>, QueueError>>;
+    /// Answers a cheap call (for `/readyz`).
+    fn ping(&self) -> BoxFuture<'_, Result<(), QueueError>>;
+}
+
+impl MessageQueue for Queue {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn attributes(&self) -> BoxFuture<'_, Result<QueueAttributes, QueueError>> {
+        Box::pin(async move {
+            let output = self
+                .client
+                .get_queue_attributes()
+                .queue_url(&self.url)
+                .attribute_names(QueueAttributeName::VisibilityTimeout)
+                .attribute_names(QueueAttributeName::MaximumMessageSize)
+                .send()
+                .await
+                .map_err(QueueError::from_sdk)?;
+            let get = |name: QueueAttributeName| -> Option<u64> {
+                output.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok())
+            };
+            Ok(QueueAttributes {
+                visibility_timeout: Duration::from_secs(get(QueueAttributeName::VisibilityTimeout).unwrap_or(30)),
+                max_message_size: get(QueueAttributeName::MaximumMessageSize).unwrap_or(262_144) as usize,
+                fifo: self.url.ends_with(".fifo"),
+            })
+        })
+    }
+
+    fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> BoxFuture<'_, Result<Vec<Received>, QueueError>> {
+        Box::pin(self.receive_with(max, wait, Some(visibility)))
+    }
+
+    fn delete<'a>(&'a self, receipt_handles: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<EntryFailure>, QueueError>> {
+        Box::pin(Queue::delete(self, receipt_handles))
+    }
+
+    fn change_visibility<'a>(
+        &'a self,
+        receipt_handles: &'a [&'a str],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<EntryFailure>, QueueError>> {
+        Box::pin(Queue::change_visibility(self, receipt_handles, timeout))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move { self.depth().await.map(|_| ()) })
     }
 }
 
@@ -163,14 +253,26 @@ impl Queue {
         Ok(output.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()))
     }
 
-    /// Long-polls for up to `max` messages.
+    /// Long-polls for up to `max` messages, with the queue's visibility timeout.
     pub async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
+        self.receive_with(max, wait, None).await
+    }
+
+    /// Long-polls for up to `max` messages, with `visibility` instead of the queue's
+    /// visibility timeout when given.
+    pub async fn receive_with(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<Received>, QueueError> {
         let output = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.min(MAX_BATCH) as i32)
             .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .set_visibility_timeout(visibility.map(|v| v.as_secs().clamp(1, 43_200) as i32))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
@@ -238,11 +340,33 @@ impl Queue {
         Ok(failures(output.failed()))
     }
 
+    /// A FIFO queue: every message needs a group and a deduplication id.
+    pub fn is_fifo(&self) -> bool {
+        self.url.ends_with(".fifo")
+    }
+
     /// Sends up to 10 bodies in one call; returns, per body, the SQS message id or the
     /// refusal.
     pub async fn send(&self, bodies: &[String]) -> Result<Vec<Result<String, EntryFailure>>, QueueError> {
-        let entries =
-            entries(bodies, |id, body| SendMessageBatchRequestEntry::builder().id(id).message_body(body).build());
+        let messages: Vec<Outbound<'_>> = bodies.iter().map(|body| Outbound { body, group: None, dedup: None }).collect();
+        self.send_messages(&messages).await
+    }
+
+    /// Sends up to 10 messages in one call, with their FIFO group and deduplication id
+    /// when given; returns, per message, the SQS message id or the refusal.
+    pub async fn send_messages(
+        &self,
+        messages: &[Outbound<'_>],
+    ) -> Result<Vec<Result<String, EntryFailure>>, QueueError> {
+        let bodies = messages;
+        let entries = entries(messages, |id, m| {
+            SendMessageBatchRequestEntry::builder()
+                .id(id)
+                .message_body(m.body)
+                .set_message_group_id(m.group.map(str::to_owned))
+                .set_message_deduplication_id(m.dedup.map(str::to_owned))
+                .build()
+        });
         let output = self
             .client
             .send_message_batch()
@@ -274,6 +398,15 @@ impl Queue {
         }
         Ok(results)
     }
+}
+
+/// A message to send. A FIFO queue keeps the order of one `group` and drops a second
+/// message with the same `dedup` id within five minutes.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    pub body: &'a str,
+    pub group: Option<&'a str>,
+    pub dedup: Option<&'a str>,
 }
 
 /// Batch entries with ids "0".."n-1", so a failure's id is its entry's index.

@@ -88,7 +88,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signals();
             endpoint::spawn(cli.processor.http_addr.0, "PROCESSOR_HTTP_ADDR", processor.probe(), shutdown.clone())
                 .await?;
+            // Without its dead-letter queue the processor still runs; the gauge is missing.
+            let dead_letters = match cli.queue.open_dead_letters(queue.client().clone()).await {
+                Ok(dlq) => Some(dlq),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dead-letter queue not found: its depth is not reported");
+                    None
+                }
+            };
+            let depths = tokio::spawn(event_processor::ingest::probe::report_queue_depths(queue, dead_letters));
             processor.run(shutdown).await?;
+            depths.abort();
         }
         Some(Command::Migrate) => tracing::info!("migrations applied"),
         Some(Command::Replay { reason, client, since, dry_run }) => {

@@ -16,8 +16,12 @@
 //! Delivery rules (`docs/design.md`): a message is deleted only after the transaction
 //! holding its row has committed; a transient failure deletes nothing; every message
 //! held is either deleted, or released back to SQS, before [`Processor::run`] returns.
+//! Every SQS and database call has a deadline, so no call can hold a message past
+//! its visibility or a shutdown past its timeout.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -26,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::registry::{Registry, SharedRegistry};
-use crate::sqs::{Queue, MAX_BATCH};
+use crate::sqs::{MessageQueue, QueueError, Queue, MAX_BATCH};
 use crate::store::Store;
 use crate::telemetry::{Liveness, Snapshot, Stats};
 
@@ -48,6 +52,12 @@ pub struct Settings {
     pub wait_time: Duration,
     /// Messages received and not yet deleted or released; pollers wait at the bound.
     pub max_in_flight: usize,
+    /// Bytes those messages may take (bodies and parsed payloads); pollers wait at the
+    /// bound. Must fit one receive of the largest messages the queue accepts.
+    pub max_held_bytes: usize,
+    /// How long a received message stays invisible before the heartbeat extends it,
+    /// set on every receive; `None`: the queue's own timeout, or 30 s if it is 0.
+    pub visibility_timeout: Option<Duration>,
     /// Most messages per committed batch.
     pub batch_size: usize,
     /// Longest a batch waits to fill up.
@@ -70,6 +80,8 @@ impl Default for Settings {
             pollers: 4,
             wait_time: Duration::from_secs(20),
             max_in_flight: 1000,
+            max_held_bytes: 128 << 20,
+            visibility_timeout: None,
             batch_size: 100,
             batch_window: Duration::from_millis(20),
             committers: 4,
@@ -84,16 +96,22 @@ impl Default for Settings {
 /// The processor: one queue, one store, one registry.
 pub struct Processor {
     settings: Settings,
-    queue: Queue,
+    queue: Arc<dyn MessageQueue>,
     store: Store,
     registry: Arc<SharedRegistry>,
     stats: Arc<Stats>,
     liveness: Arc<Liveness>,
+    commits: Arc<CommitWatch>,
 }
 
 impl Processor {
     /// Loads the registry; the store must be migrated already.
     pub async fn new(settings: Settings, queue: Queue, store: Store) -> anyhow::Result<Processor> {
+        Processor::on(settings, Arc::new(queue), store).await
+    }
+
+    /// A processor of any [`MessageQueue`] (tests inject faults through a double).
+    pub async fn on(settings: Settings, queue: Arc<dyn MessageQueue>, store: Store) -> anyhow::Result<Processor> {
         let conn = store.pool().get().await?;
         let registry = Registry::load(&**conn, None).await?;
         let (clients, event_types) = registry.size();
@@ -105,6 +123,7 @@ impl Processor {
             registry: Arc::new(SharedRegistry::new(registry)),
             stats: Arc::default(),
             liveness: Arc::default(),
+            commits: Arc::default(),
         })
     }
 
@@ -118,6 +137,7 @@ impl Processor {
         probe::ProcessorProbe {
             stats: self.stats.clone(),
             liveness: self.liveness.clone(),
+            commits: self.commits.clone(),
             store: self.store.clone(),
             queue: self.queue.clone(),
         }
@@ -126,15 +146,44 @@ impl Processor {
     /// Runs until `shutdown` is cancelled, then stops receiving, finishes or releases
     /// what it holds within the shutdown timeout, and returns the final counters.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<Snapshot> {
-        let visibility = self.queue.visibility_timeout().await?;
-        let settings = self.settings.clone();
+        let attributes = within(CALL_DEADLINE, self.queue.attributes()).await?;
+        let visibility = match self.settings.visibility_timeout {
+            Some(v) => v,
+            None if attributes.visibility_timeout.is_zero() => {
+                warn!("the queue's visibility timeout is 0: holding received messages for 30 s instead");
+                Duration::from_secs(30)
+            }
+            None => attributes.visibility_timeout,
+        }
+        .max(Duration::from_secs(1));
+        let mut settings = self.settings.clone();
+        // One receive may bring MAX_BATCH messages of the largest size: the budget must fit it.
+        let receive_units = MAX_BATCH as u32 * held::cost_units(attributes.max_message_size);
+        let budget_units = settings.max_held_bytes / held::UNIT;
+        anyhow::ensure!(
+            budget_units >= receive_units as usize,
+            "PROCESSOR_MAX_HELD_BYTES: expected at least {} bytes (one receive of {MAX_BATCH} messages of the queue's \
+             MaximumMessageSize {}), got {}",
+            receive_units as usize * held::UNIT,
+            attributes.max_message_size,
+            settings.max_held_bytes
+        );
+        if attributes.fifo && settings.committers > 1 {
+            // Batches commit in the order they were formed, so a group's messages keep theirs.
+            info!("FIFO queue: committing one batch at a time");
+            settings.committers = 1;
+        }
         let shared = Arc::new(Shared {
-            held: Held::new(settings.max_in_flight.max(MAX_BATCH)),
+            held: Held::new(settings.max_in_flight.max(MAX_BATCH), settings.max_held_bytes),
+            receive_units,
             healthy: watch::Sender::new(true),
             visibility,
+            settings,
             shutdown: shutdown.clone(),
             processor: self,
         });
+        let settings = shared.settings.clone();
+        metrics::gauge!("event_processor_polling_paused").set(0.0);
 
         let mut background = JoinSet::new();
         background.spawn(upkeep::keep_visible(shared.clone()));
@@ -163,8 +212,14 @@ impl Processor {
 
         shutdown.cancelled().await;
         info!(held = shared.held.len(), "shutting down: receiving stopped, finishing held messages");
-        while pollers.join_next().await.is_some() {}
-        if tokio::time::timeout(settings.shutdown_timeout, &mut batcher).await.is_err() {
+        let deadline = tokio::time::Instant::now() + settings.shutdown_timeout;
+        // A poller stuck in a call (a registry check, a full channel) is cut off: what it
+        // holds is released below.
+        if tokio::time::timeout_at(deadline, async { while pollers.join_next().await.is_some() {} }).await.is_err() {
+            warn!("shutdown timeout reached while receiving: stopping the pollers");
+            pollers.abort_all();
+        }
+        if tokio::time::timeout_at(deadline, &mut batcher).await.is_err() {
             warn!("shutdown timeout reached: releasing unfinished messages to SQS");
             batcher.abort();
             let _ = batcher.await;
@@ -180,10 +235,65 @@ impl Processor {
     }
 }
 
+/// The longest any single SQS call may take outside a long poll; the heartbeat gives
+/// its calls less when the margin is smaller.
+const CALL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `call` within `deadline`, a missed deadline being a failed call.
+async fn within<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<T, QueueError>>,
+) -> Result<T, QueueError> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(QueueError::new(format!("no answer from SQS within {deadline:?}"))))
+}
+
+/// Commit attempts in progress, with when each started: an attempt older than its
+/// deadline means a committer is stuck, which `/healthz` reports.
+#[derive(Default)]
+pub struct CommitWatch {
+    next: AtomicU64,
+    started: Mutex<HashMap<u64, std::time::Instant>>,
+}
+
+impl CommitWatch {
+    /// Marks an attempt as started until the returned guard is dropped.
+    fn attempt(&self) -> impl Drop + '_ {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.started.lock().expect("commit watch lock").insert(id, std::time::Instant::now());
+        scopeguard(move || {
+            self.started.lock().expect("commit watch lock").remove(&id);
+        })
+    }
+
+    /// How long the oldest attempt in progress has been running.
+    pub fn oldest(&self) -> Option<Duration> {
+        self.started.lock().expect("commit watch lock").values().map(|t| t.elapsed()).max()
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
 /// State every task of a running processor shares.
 struct Shared {
     processor: Processor,
+    /// The processor's settings as run (FIFO queues commit one batch at a time).
+    settings: Settings,
     held: Held,
+    /// Byte-budget units one receive reserves before it knows what it gets.
+    receive_units: u32,
     /// False while the database fails: pollers pause, the prober watches for recovery.
     healthy: watch::Sender<bool>,
     /// The queue's visibility timeout.
@@ -193,7 +303,7 @@ struct Shared {
 
 impl Shared {
     fn settings(&self) -> &Settings {
-        &self.processor.settings
+        &self.settings
     }
 
     fn stats(&self) -> &Stats {

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::sqs::Queue;
+use super::CommitWatch;
+use crate::sqs::MessageQueue;
 use crate::store::Store;
 use crate::telemetry::{store_and_queue_ready, Liveness, Probe, Stats};
 use crate::validation::Reason;
@@ -13,17 +14,27 @@ use crate::validation::Reason;
 pub struct ProcessorProbe {
     pub stats: Arc<Stats>,
     pub liveness: Arc<Liveness>,
+    pub commits: Arc<CommitWatch>,
     pub store: Store,
-    pub queue: Queue,
+    pub queue: Arc<dyn MessageQueue>,
 }
 
 impl Probe for ProcessorProbe {
+    /// The loops turn, and no commit attempt outlived its deadline (the database
+    /// calls have one, so an attempt that old means a committer is stuck).
     fn live(&self) -> Result<(), String> {
-        self.liveness.check("processor loops")
+        self.liveness.check("processor loops")?;
+        let limit = self.store.deadline() * 2;
+        match self.commits.oldest() {
+            Some(running) if running > limit => {
+                Err(format!("a commit has been running for {}s (deadline {}s)", running.as_secs(), limit.as_secs() / 2))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(store_and_queue_ready(&self.store, &self.queue))
+        Box::pin(store_and_queue_ready(&self.store, &*self.queue))
     }
 
     /// Counters live in [`Stats`] (cheap atomics on the hot path) and are copied into
@@ -48,5 +59,23 @@ impl Probe for ProcessorProbe {
             metrics::counter!("event_processor_rejected_total", "reason" => reason.code())
                 .absolute(s.rejected_for(reason));
         }
+    }
+}
+
+/// Publishes the depth of the source queue and of its dead-letter queue every 15 s,
+/// as `event_processor_queue_messages{queue="source"|"dead_letter"}`: the backlog an
+/// autoscaler reads, and messages that left the pipeline for good and need an operator.
+pub async fn report_queue_depths(source: crate::sqs::Queue, dead_letters: Option<crate::sqs::Queue>) {
+    loop {
+        if let Ok((waiting, _in_flight)) = source.depth().await {
+            metrics::gauge!("event_processor_queue_messages", "queue" => "source").set(waiting as f64);
+        }
+        if let Some(dlq) = &dead_letters {
+            if let Ok((visible, in_flight)) = dlq.depth().await {
+                metrics::gauge!("event_processor_queue_messages", "queue" => "dead_letter")
+                    .set((visible + in_flight) as f64);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(15)).await;
     }
 }

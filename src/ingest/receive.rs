@@ -8,8 +8,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::held::cost_units;
 use super::settle::Pending;
-use super::Shared;
+use super::{within, Shared, CALL_DEADLINE};
 use crate::backoff::Backoff;
 use crate::registry::Registry;
 use crate::sqs::{Received, MAX_BATCH};
@@ -32,13 +33,26 @@ pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
             _ = cancel.cancelled() => return,
             ok = healthy.wait_for(|h| *h) => if ok.is_err() { return },
         }
-        let room = tokio::select! {
-            _ = cancel.cancelled() => return,
-            permits = shared.held.slots.acquire_many(MAX_BATCH as u32) => permits.expect("slots are never closed"),
+        // Room for a whole receive of the largest messages; what is not used is given back.
+        let room = async {
+            let slots = shared.held.slots.acquire_many(MAX_BATCH as u32).await;
+            let bytes = shared.held.bytes.acquire_many(shared.receive_units).await;
+            (slots.expect("slots are never closed"), bytes.expect("bytes are never closed"))
         };
-        room.forget();
+        let (slots, bytes) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            room = room => room,
+        };
+        slots.forget();
+        bytes.forget();
+        let give_back = |messages: usize, units: u32| {
+            shared.held.slots.add_permits(MAX_BATCH - messages);
+            shared.held.bytes.add_permits((shared.receive_units - units) as usize);
+        };
         let asked = Instant::now();
-        let receive = shared.processor.queue.receive(MAX_BATCH, shared.settings().wait_time);
+        let wait = shared.settings().wait_time;
+        let receive =
+            within(wait + CALL_DEADLINE, shared.processor.queue.receive(MAX_BATCH, wait, shared.visibility));
         tokio::pin!(receive);
         let received = tokio::select! {
             r = &mut receive => r,
@@ -48,7 +62,7 @@ pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
             _ = cancel.cancelled() => match tokio::time::timeout(RECEIVE_GRACE, &mut receive).await {
                 Ok(r) => r,
                 Err(_) => {
-                    shared.held.slots.add_permits(MAX_BATCH);
+                    give_back(0, 0);
                     return;
                 }
             },
@@ -56,7 +70,7 @@ pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
         let messages = match received {
             Ok(messages) => messages,
             Err(e) => {
-                shared.held.slots.add_permits(MAX_BATCH);
+                give_back(0, 0);
                 let delay = backoff.next_delay();
                 if e.queue_missing || backoff.failures() == 1 || backoff.failures().is_multiple_of(10) {
                     warn!(error = %e, failures = backoff.failures(), retry_in = ?delay, "receive failed");
@@ -71,13 +85,16 @@ pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
             info!(after_failures = backoff.failures(), "receiving again");
             backoff.reset();
         }
-        shared.held.slots.add_permits(MAX_BATCH - messages.len());
+        let costs: Vec<u32> = messages.iter().map(|m| cost_units(m.body.len())).collect();
+        // The budget fits MAX_BATCH messages of the largest size SQS accepts (checked at
+        // start), so this never exceeds the reservation.
+        give_back(messages.len(), costs.iter().sum::<u32>().min(shared.receive_units));
         Stats::add(&shared.stats().received, messages.len() as u64);
         // SQS started the visibility timeout somewhere between the request and the
         // answer; count from up to a second before the answer, never later.
         let answered = Instant::now();
         let visible_until = answered + shared.visibility - (answered - asked).min(Duration::from_secs(1));
-        shared.held.hold(messages.iter().map(|m| m.receipt_handle.as_str()), visible_until);
+        shared.held.hold(messages.iter().zip(&costs).map(|(m, c)| (m.receipt_handle.as_str(), *c)), visible_until);
         let mut registry = shared.processor.registry.snapshot();
         for message in messages {
             let Received { receipt_handle, message_id, body, receive_count, sent_at, received_at } = message;
@@ -111,10 +128,16 @@ impl Shared {
     /// Brings the registry snapshot up to every change committed before `at`; a failure
     /// is logged and leaves the snapshot as it was.
     pub(super) async fn check_registry(&self, at: chrono::DateTime<chrono::Utc>) {
-        let result = match self.processor.store.pool().get().await {
-            Ok(conn) => self.processor.registry.ensure_current(&**conn, at).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let check = async {
+            match self.processor.store.pool().get().await {
+                Ok(conn) => self.processor.registry.ensure_current(&**conn, at).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
         };
+        let deadline = self.processor.store.deadline();
+        let result = tokio::time::timeout(deadline, check)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer from the database within {deadline:?}")));
         if let Err(e) = result {
             warn!(error = %e, "registry check failed");
         }

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, warn, Instrument};
 
-use super::Shared;
+use super::{within, Shared, CALL_DEADLINE};
 use crate::backoff::Backoff;
 use crate::sqs::MAX_BATCH;
 use crate::store::{Classified, CommitOutcome};
@@ -95,7 +95,10 @@ impl Shared {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let attempt = Instant::now();
-            match self.processor.store.commit_batch(rows).await {
+            let watched = self.processor.commits.attempt();
+            let result = self.processor.store.commit_batch(rows).await;
+            drop(watched);
+            match result {
                 Ok(outcome) => {
                     metrics::histogram!("event_processor_commit_seconds").record(attempt.elapsed().as_secs_f64());
                     self.set_healthy(true);
@@ -160,7 +163,8 @@ impl Shared {
                 || {
                     let attempt = pending.lock().expect("pending lock").clone();
                     async move {
-                        let failures = match self.processor.queue.delete(&attempt).await {
+                        let deadline = CALL_DEADLINE.min(self.visibility / 2);
+                        let failures = match within(deadline, self.processor.queue.delete(&attempt)).await {
                             Ok(failures) => failures,
                             Err(e) => {
                                 warn!(error = %e, messages = attempt.len(), "delete failed; retrying");
@@ -196,7 +200,9 @@ impl Shared {
     /// `maxReceiveCount` receives, the dead-letter queue.
     pub(super) async fn release(&self, handles: &[&str]) {
         let results = join_all(
-            handles.chunks(MAX_BATCH).map(|chunk| self.processor.queue.change_visibility(chunk, Duration::ZERO)),
+            handles
+                .chunks(MAX_BATCH)
+                .map(|chunk| within(CALL_DEADLINE, self.processor.queue.change_visibility(chunk, Duration::ZERO))),
         )
         .await;
         if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {

@@ -101,13 +101,11 @@ impl ApiSink {
 fn judge(outgoing: &Outgoing, status: u16, answer: &Value) -> Posted {
     match status {
         202 => match answer["message_id"].as_str() {
-            Some(message_id) => Posted::Accepted(Entry {
-                event_id: outgoing.event_id.clone().or_else(|| answer["event_id"].as_str().map(str::to_owned)),
-                client_id: outgoing.client_id.clone(),
-                sqs_message_id: message_id.to_owned(),
-                expect: outgoing.expect.to_string(),
-                kind: outgoing.kind.to_owned(),
-            }),
+            Some(message_id) => Posted::Accepted(Entry::acknowledged(
+                outgoing,
+                message_id.to_owned(),
+                answer["event_id"].as_str().map(str::to_owned),
+            )),
             None => Posted::Failed(format!("202 without a message id: {answer}")),
         },
         400 | 413 => {

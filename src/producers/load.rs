@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::manifest::{self, Entry};
 use crate::backoff::Backoff;
-use crate::sqs::{Queue, MAX_BATCH};
+use crate::sqs::{Outbound, Queue, MAX_BATCH};
 
 use super::api_sink::{ApiSink, Posted};
 use super::generator::{Generator, Outgoing, SQS_MAX_BYTES};
@@ -211,19 +211,27 @@ async fn send_batch(queue: &Queue, batch: &[Outgoing]) -> Vec<Entry> {
     let mut todo: Vec<&Outgoing> = batch.iter().collect();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     for _attempt in 0..5 {
-        let bodies: Vec<String> = todo.iter().map(|o| o.body.clone()).collect();
+        // A FIFO queue keeps each tenant's events in order (the group) and takes the
+        // event id, hashed to fit SQS's alphabet, as the deduplication id.
+        let dedup: Vec<Option<String>> = todo
+            .iter()
+            .map(|o| queue.is_fifo().then(|| fifo_dedup_id(o.event_id.as_deref().unwrap_or(&o.body))))
+            .collect();
+        let messages: Vec<Outbound<'_>> = todo
+            .iter()
+            .zip(&dedup)
+            .map(|(o, dedup)| Outbound {
+                body: &o.body,
+                group: queue.is_fifo().then(|| o.client_id.as_deref().unwrap_or("no-client")),
+                dedup: dedup.as_deref(),
+            })
+            .collect();
         let mut retry = Vec::new();
-        match queue.send(&bodies).await {
+        match queue.send_messages(&messages).await {
             Ok(results) => {
                 for (outgoing, result) in todo.iter().zip(results) {
                     match result {
-                        Ok(message_id) => entries.push(Entry {
-                            event_id: outgoing.event_id.clone().or_else(|| Some(message_id.clone())),
-                            client_id: outgoing.client_id.clone(),
-                            sqs_message_id: message_id,
-                            expect: outgoing.expect.to_string(),
-                            kind: outgoing.kind.to_owned(),
-                        }),
+                        Ok(message_id) => entries.push(Entry::acknowledged(outgoing, message_id, None)),
                         Err(f) if f.sender_fault => {
                             tracing::warn!(code = %f.code, message = %f.message, kind = outgoing.kind, "SQS refused a message");
                         }
@@ -301,4 +309,11 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// A FIFO deduplication id for an event id: SHA-256 hex, within SQS's 128 characters
+/// of its alphabet whatever the event id holds.
+fn fifo_dedup_id(event_id: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, event_id.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -59,9 +59,36 @@ pub struct Entry {
     pub expect: String,
     /// What the producer generated (`valid`, `legacy`, `not_json`, ...).
     pub kind: String,
+    /// When the send was acknowledged, in milliseconds since the epoch: the run's
+    /// window, in which every stored row must be explained by the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_ms: Option<i64>,
+    /// SHA-256 of the payload as the processor must store it (keys sorted), for
+    /// events that must be stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_sha256: Option<String>,
 }
 
 impl Entry {
+    /// The entry of an event SQS acknowledged as `message_id`.
+    pub fn acknowledged(outgoing: &super::generator::Outgoing, message_id: String, event_id: Option<String>) -> Entry {
+        let payload_sha256 = match outgoing.expect {
+            Expect::Stored | Expect::Duplicate => crate::validation::Envelope::parse(&outgoing.body)
+                .ok()
+                .map(|envelope| payload_digest(&envelope.payload)),
+            Expect::Rejected(_) => None,
+        };
+        Entry {
+            event_id: event_id.or_else(|| outgoing.event_id.clone()).or_else(|| Some(message_id.clone())),
+            client_id: outgoing.client_id.clone(),
+            sqs_message_id: message_id,
+            expect: outgoing.expect.to_string(),
+            kind: outgoing.kind.to_owned(),
+            acked_ms: Some(chrono::Utc::now().timestamp_millis()),
+            payload_sha256,
+        }
+    }
+
     pub fn expectation(&self) -> Result<Expect, String> {
         self.expect.parse()
     }
@@ -104,4 +131,57 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Entry>> {
         entries.push(entry);
     }
     Ok(entries)
+}
+
+/// SHA-256 (hex) of a JSON value written with its object keys sorted, so the payload
+/// sent and the jsonb PostgreSQL stored (which reorders keys) digest alike.
+pub fn payload_digest(value: &serde_json::Value) -> String {
+    fn write(value: &serde_json::Value, out: &mut String) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                    out.push(':');
+                    write(&map[key], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    write(value, &mut text);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payload_digest;
+    use serde_json::json;
+
+    #[test]
+    fn a_payload_digests_alike_whatever_its_key_order_and_differs_by_content() {
+        let sent = json!({"b": [1, {"y": 2, "x": "s"}], "a": 12.5});
+        let stored: serde_json::Value = serde_json::from_str(r#"{"a": 12.50, "b": [1, {"x": "s", "y": 2}]}"#).unwrap();
+        assert_eq!(payload_digest(&sent), payload_digest(&stored));
+        assert_ne!(payload_digest(&sent), payload_digest(&json!({"a": 12.5, "b": [1, {"x": "s", "y": 3}]})));
+        assert_ne!(payload_digest(&json!("a")), payload_digest(&json!(["a"])));
+    }
 }

@@ -1,6 +1,9 @@
 //! The verifier: for every event SQS acknowledged (the manifest), exactly one row
 //! must exist in `message` or `rejected_message`, in the right table with the right
-//! reason. Events are checked by key, so a producer's re-send counts once.
+//! reason, and a stored event must hold the payload that was sent. Events are checked
+//! by key, so a producer's re-send counts once. The other way round, every row of the
+//! run's window must be explained by the manifest, and the check is final only once
+//! the queue is drained, so a late duplicate is seen too.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -25,6 +28,13 @@ pub struct Report {
     pub lost: usize,
     pub duplicated: usize,
     pub misclassified: usize,
+    /// Stored events whose payload differs from the one sent.
+    pub altered: usize,
+    /// Rows sent within the run's window that no manifest line explains.
+    pub unexplained: usize,
+    /// Messages still on the source queue (visible and in flight) at the last check,
+    /// when it was looked at: the verdict is final only at 0.
+    pub left_on_queue: Option<u64>,
     /// Messages in the dead-letter queue, when it was looked at.
     pub dead_lettered: Option<u64>,
     /// A few examples of each problem, for the operator.
@@ -39,6 +49,9 @@ impl Report {
         self.lost == 0
             && self.duplicated == 0
             && self.misclassified == 0
+            && self.altered == 0
+            && self.unexplained == 0
+            && self.left_on_queue.is_none_or(|n| n == 0)
             && self.delivery.as_ref().is_none_or(|d| d.ok())
     }
 
@@ -46,6 +59,8 @@ impl Report {
         match kind {
             "lost" => self.lost += 1,
             "duplicated" => self.duplicated += 1,
+            "altered" => self.altered += 1,
+            "unexplained" => self.unexplained += 1,
             _ => self.misclassified += 1,
         }
         if self.examples.len() < 20 {
@@ -63,6 +78,11 @@ impl fmt::Display for Report {
         writeln!(f, "lost                  {:>8}", self.lost)?;
         writeln!(f, "duplicated            {:>8}", self.duplicated)?;
         writeln!(f, "misclassified         {:>8}", self.misclassified)?;
+        writeln!(f, "altered payloads      {:>8}", self.altered)?;
+        writeln!(f, "unexplained rows      {:>8}", self.unexplained)?;
+        if let Some(n) = self.left_on_queue {
+            writeln!(f, "left on the queue     {n:>8}")?;
+        }
         if let Some(n) = self.dead_lettered {
             writeln!(f, "dead-lettered         {n:>8}")?;
         }
@@ -82,23 +102,33 @@ struct RejectedRow {
     key: Option<(String, String)>,
 }
 
-/// [`check`] every half second until nothing is lost or `wait` has passed (the
-/// processor may still be draining); the last report.
+/// [`check`] every half second until nothing is lost and `queue` (the source queue,
+/// when given) is drained, or `wait` has passed; the last report. An empty manifest is
+/// an error: it proves nothing.
 pub async fn until_complete(
     store: &crate::store::Store,
     entries: &[Entry],
     record: Option<&std::path::Path>,
+    queue: Option<&crate::sqs::Queue>,
     wait: std::time::Duration,
 ) -> anyhow::Result<Report> {
+    anyhow::ensure!(!entries.is_empty(), "the manifest holds no acknowledged event: there is nothing to verify");
     let conn = store.pool().get().await?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        // The queue first: once it is drained, every commit is in the check that follows.
+        let left_on_queue = match queue {
+            Some(queue) => Some(queue.depth().await.map_or(u64::MAX, |(visible, in_flight)| visible + in_flight)),
+            None => None,
+        };
         let mut report = check(&**conn, entries).await?;
+        report.left_on_queue = left_on_queue;
         if let Some(record) = record {
             report.delivery = Some(super::delivered::check(&**conn, entries, record).await?);
         }
         let pending = report.delivery.as_ref().is_some_and(|d| d.undelivered() > 0);
-        if (report.lost == 0 && !pending) || tokio::time::Instant::now() >= deadline {
+        let drained = left_on_queue.is_none_or(|n| n == 0);
+        if (report.lost == 0 && !pending && drained) || tokio::time::Instant::now() >= deadline {
             return Ok(report);
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -107,6 +137,73 @@ pub async fn until_complete(
 
 /// Checks the database against the manifest.
 pub async fn check(db: &impl GenericClient, entries: &[Entry]) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    check_rows(db, entries, &mut report).await?;
+    check_payloads(db, entries, &mut report).await?;
+    check_window(db, entries, &mut report).await?;
+    Ok(report)
+}
+
+/// Every stored event of the manifest holds the payload that was sent.
+async fn check_payloads(db: &impl GenericClient, entries: &[Entry], report: &mut Report) -> anyhow::Result<()> {
+    let mut sent: HashMap<(&str, &str), &str> = HashMap::new();
+    for entry in entries {
+        if let (Some(c), Some(e), Some(digest)) = (&entry.client_id, &entry.event_id, &entry.payload_sha256) {
+            sent.entry((c.as_str(), e.as_str())).or_insert(digest.as_str());
+        }
+    }
+    let (clients, events): (Vec<&str>, Vec<&str>) = sent.keys().copied().unzip();
+    let rows = db
+        .query(
+            "SELECT m.client_id, m.event_id, m.payload FROM message m
+             JOIN UNNEST($1::text[], $2::text[]) AS k(client_id, event_id) USING (client_id, event_id)",
+            &[&clients, &events],
+        )
+        .await?;
+    for row in rows {
+        let (client_id, event_id): (String, String) = (row.get(0), row.get(1));
+        let payload: serde_json::Value = row.get(2);
+        if sent.get(&(client_id.as_str(), event_id.as_str())) != Some(&super::manifest::payload_digest(&payload).as_str()) {
+            report.problem("altered", format!("{client_id}/{event_id}: the stored payload is not the one sent"));
+        }
+    }
+    Ok(())
+}
+
+/// Every row whose message SQS stamped within the run's window (first to last
+/// acknowledgement) is explained by a manifest line, by message id or by key.
+async fn check_window(db: &impl GenericClient, entries: &[Entry], report: &mut Report) -> anyhow::Result<()> {
+    let acked: Vec<i64> = entries.iter().filter_map(|e| e.acked_ms).collect();
+    let (Some(first), Some(last)) = (acked.iter().min(), acked.iter().max()) else { return Ok(()) };
+    // SQS stamps a message before the producer hears the acknowledgement.
+    let (from, to) = (
+        chrono::DateTime::from_timestamp_millis(first - 2_000).unwrap_or_default(),
+        chrono::DateTime::from_timestamp_millis(*last).unwrap_or_default(),
+    );
+    let ids: HashSet<&str> = entries.iter().map(|e| e.sqs_message_id.as_str()).collect();
+    let keys: HashSet<(&str, &str)> =
+        entries.iter().filter_map(|e| e.client_id.as_deref().zip(e.event_id.as_deref())).collect();
+    let rows = db
+        .query(
+            "SELECT 'message', sqs_message_id, client_id, event_id FROM message WHERE sent_at BETWEEN $1 AND $2
+             UNION ALL
+             SELECT 'rejected_message', sqs_message_id, client_id, event_id FROM rejected_message
+             WHERE sent_at BETWEEN $1 AND $2",
+            &[&from, &to],
+        )
+        .await?;
+    for row in rows {
+        let (table, id): (&str, &str) = (row.get(0), row.get(1));
+        let key = row.get::<_, Option<&str>>(2).zip(row.get::<_, Option<&str>>(3));
+        if !ids.contains(id) && !key.is_some_and(|k| keys.contains(&k)) {
+            report.problem("unexplained", format!("{table} row of SQS message {id} is in no manifest line"));
+        }
+    }
+    Ok(())
+}
+
+/// Each manifest line has its one row, in the right table.
+async fn check_rows(db: &impl GenericClient, entries: &[Entry], report: &mut Report) -> anyhow::Result<()> {
     let event_ids: Vec<&str> = entries.iter().filter_map(|e| e.event_id.as_deref()).collect();
     let sqs_ids: Vec<&str> = entries.iter().map(|e| e.sqs_message_id.as_str()).collect();
     let stored: HashSet<(String, String)> = db
@@ -138,7 +235,7 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry]) -> anyhow::Result
         }
     }
 
-    let mut report = Report { acknowledged: entries.len(), ..Report::default() };
+    report.acknowledged = entries.len();
     // Events that must be stored, by key: the original and every re-send of it.
     let mut must_store: HashMap<(&str, &str), Vec<&Entry>> = HashMap::new();
     for entry in entries {
@@ -203,5 +300,5 @@ pub async fn check(db: &impl GenericClient, entries: &[Entry]) -> anyhow::Result
             }
         }
     }
-    Ok(report)
+    Ok(())
 }

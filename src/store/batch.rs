@@ -1,5 +1,10 @@
 //! One transaction per batch: the rows of accepted and rejected messages, written
 //! with `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO NOTHING`.
+//!
+//! Each SQS message ends in exactly one table, whatever order its verdicts come in:
+//! the first verdict that commits wins, and a redelivery judged differently (the
+//! registry changed in between) is a duplicate. An event id already stored with other
+//! content is no duplicate: the newcomer is rejected as `conflicting_duplicate`.
 
 use std::borrow::Cow;
 
@@ -32,17 +37,38 @@ pub struct Classified {
     pub verdict: Verdict,
 }
 
+/// New events, unless their SQS message was already rejected; returns the message ids
+/// of the rows written.
 const INSERT_MESSAGES: &str = "
     INSERT INTO message (client_id, event_id, event_type, version, payload, occurred_at, sent_at, received_at, sqs_message_id)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::jsonb[], $6::timestamptz[],
-                         $7::timestamptz[], $8::timestamptz[], $9::text[])
-    ON CONFLICT (client_id, event_id) DO NOTHING";
+    SELECT u.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int4[], $5::jsonb[], $6::timestamptz[],
+                           $7::timestamptz[], $8::timestamptz[], $9::text[])
+           AS u(client_id, event_id, event_type, version, payload, occurred_at, sent_at, received_at, sqs_message_id)
+    WHERE NOT EXISTS (SELECT 1 FROM rejected_message r WHERE r.sqs_message_id = u.sqs_message_id)
+    ON CONFLICT (client_id, event_id) DO NOTHING
+    RETURNING sqs_message_id";
 
+/// What an accepted event that was not written meets: the stored row of its key (and
+/// whether its content is the same), and a rejection of its SQS message.
+const EXPLAIN_UNWRITTEN: &str = "
+    SELECT u.i, m.sqs_message_id, m.event_type, m.version,
+           (m.event_type, m.version, m.payload) IS NOT DISTINCT FROM (u.event_type, u.version, u.payload),
+           r.sqs_message_id IS NOT NULL
+    FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::jsonb[], $7::text[])
+         AS u(i, client_id, event_id, event_type, version, payload, sqs_message_id)
+    LEFT JOIN message m ON m.client_id = u.client_id AND m.event_id = u.event_id
+    LEFT JOIN rejected_message r ON r.sqs_message_id = u.sqs_message_id";
+
+/// New rejections, unless their SQS message was already stored as an event.
 const INSERT_REJECTED: &str = "
     INSERT INTO rejected_message (sqs_message_id, body, reason, detail, client_id, event_type, version, event_id,
                                   receive_count, sent_at, received_at)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::int4[],
-                         $8::text[], $9::int4[], $10::timestamptz[], $11::timestamptz[])
+    SELECT u.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::int4[],
+                           $8::text[], $9::int4[], $10::timestamptz[], $11::timestamptz[])
+           AS u(sqs_message_id, body, reason, detail, client_id, event_type, version, event_id, receive_count,
+                sent_at, received_at)
+    WHERE NOT EXISTS (SELECT 1 FROM message m
+                      WHERE m.client_id = u.client_id AND m.event_id = u.event_id AND m.sqs_message_id = u.sqs_message_id)
     ON CONFLICT (sqs_message_id) DO NOTHING";
 
 /// What one committed batch did.
@@ -50,8 +76,12 @@ const INSERT_REJECTED: &str = "
 pub struct CommitOutcome {
     /// New rows in `message`.
     pub stored: u64,
-    /// Accepted events whose key already had a row (redeliveries, producer retries).
+    /// Accepted events already settled: their key stored with the same content
+    /// (redeliveries, producer retries), or their SQS message already rejected.
     pub duplicates: u64,
+    /// Accepted events whose key was stored with other content, turned into
+    /// `conflicting_duplicate` rejections in place.
+    pub conflicting: u64,
     /// New rows in `rejected_message`.
     pub rejected: u64,
     /// Rows PostgreSQL refused, turned into `unstorable` rejections in place.
@@ -83,6 +113,7 @@ impl Store {
                     };
                     total.stored += outcome.stored;
                     total.duplicates += outcome.duplicates;
+                    total.conflicting += outcome.conflicting;
                     total.rejected += outcome.rejected;
                     total.unstorable += outcome.unstorable;
                 }
@@ -92,39 +123,66 @@ impl Store {
         }
     }
 
-    async fn try_commit(&self, batch: &[Classified]) -> Result<CommitOutcome, StoreError> {
-        let (events, rejects) = (EventColumns::of(batch), RejectedColumns::of(batch));
-        let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await?;
-        let stored = events.insert(&tx).await?;
-        let rejected = rejects.insert(&tx).await?;
-        tx.commit().await?;
-        Ok(CommitOutcome { stored, duplicates: events.len() - stored, rejected, unstorable: 0 })
+    /// One transaction within the store's deadline. Verdicts of conflicting duplicates
+    /// change in place before the commit; a retry after a failure finds them again.
+    async fn try_commit(&self, batch: &mut [Classified]) -> Result<CommitOutcome, StoreError> {
+        self.within_deadline(async |conn| {
+            let tx = conn.transaction().await?;
+            let events = EventColumns::of(batch);
+            let accepted = events.len();
+            let written = events.insert(&tx).await?;
+            let stored = written.len() as u64;
+            let conflicts = if stored < accepted { events.conflicts(&tx, &written).await? } else { Vec::new() };
+            drop(events);
+            let conflicting = conflicts.len() as u64;
+            for (index, verdict) in conflicts {
+                batch[index].verdict = verdict;
+            }
+            let rejected = RejectedColumns::of(batch).insert(&tx).await?;
+            tx.commit().await?;
+            Ok(CommitOutcome { stored, duplicates: accepted - stored - conflicting, conflicting, rejected, unstorable: 0 })
+        })
+        .await
     }
 
     /// Applies a replay of rejected messages in one transaction: those now accepted
-    /// move into `message` (idempotently) and leave `rejected_message`; those still
-    /// rejected get their current reason and detail.
-    pub async fn replay_batch(&self, batch: &[Classified]) -> Result<u64, StoreError> {
-        let accepted: Vec<&str> = batch
-            .iter()
-            .filter(|c| matches!(c.verdict, Verdict::Accepted(_)))
-            .map(|c| c.arrival.message_id.as_str())
-            .collect();
-        let rejects = RejectedColumns::of(batch);
-        let mut conn = self.pool.get().await?;
-        let tx = conn.transaction().await?;
-        EventColumns::of(batch).insert(&tx).await?;
-        tx.execute("DELETE FROM rejected_message WHERE sqs_message_id = ANY($1)", &[&accepted]).await?;
-        tx.execute(
-            "UPDATE rejected_message r SET reason = u.reason, detail = u.detail
-             FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) AS u(id, reason, detail)
-             WHERE r.sqs_message_id = u.id AND (r.reason, r.detail) IS DISTINCT FROM (u.reason, u.detail)",
-            &[&rejects.sqs_message_id, &rejects.reason, &rejects.detail],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(accepted.len() as u64)
+    /// move into `message` (idempotently) and leave `rejected_message`, unless their
+    /// event id is stored with other content (then they stay, as
+    /// `conflicting_duplicate`, their verdict changed in place); those still rejected
+    /// get their current reason and detail. Returns how many moved.
+    pub async fn replay_batch(&self, batch: &mut [Classified]) -> Result<u64, StoreError> {
+        self.within_deadline(async |conn| {
+            let tx = conn.transaction().await?;
+            let accepted: Vec<&str> = batch
+                .iter()
+                .filter(|c| matches!(c.verdict, Verdict::Accepted(_)))
+                .map(|c| c.arrival.message_id.as_str())
+                .collect();
+            // Out of the way first: an event whose message is rejected is not written.
+            tx.execute("DELETE FROM rejected_message WHERE sqs_message_id = ANY($1)", &[&accepted]).await?;
+            let moved = accepted.len() as u64;
+            let events = EventColumns::of(batch);
+            let written = events.insert(&tx).await?;
+            let conflicts =
+                if (written.len() as u64) < events.len() { events.conflicts(&tx, &written).await? } else { Vec::new() };
+            drop(events);
+            let conflicting = conflicts.len() as u64;
+            for (index, verdict) in conflicts {
+                batch[index].verdict = verdict;
+            }
+            let rejects = RejectedColumns::of(batch);
+            rejects.insert(&tx).await?;
+            tx.execute(
+                "UPDATE rejected_message r SET reason = u.reason, detail = u.detail
+                 FROM UNNEST($1::text[], $2::text[], $3::jsonb[]) AS u(id, reason, detail)
+                 WHERE r.sqs_message_id = u.id AND (r.reason, r.detail) IS DISTINCT FROM (u.reason, u.detail)",
+                &[&rejects.sqs_message_id, &rejects.reason, &rejects.detail],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(moved - conflicting)
+        })
+        .await
     }
 }
 
@@ -146,6 +204,8 @@ fn unstorable(verdict: &Verdict, error: &StoreError) -> Verdict {
 /// Column arrays for the `message` insert.
 #[derive(Default)]
 struct EventColumns<'a> {
+    /// Each row's position in the batch.
+    index: Vec<usize>,
     client_id: Vec<&'a str>,
     event_id: Vec<&'a str>,
     event_type: Vec<&'a str>,
@@ -161,8 +221,9 @@ impl<'a> EventColumns<'a> {
     /// The accepted events of a batch.
     fn of(batch: &'a [Classified]) -> Self {
         let mut c = EventColumns::default();
-        for item in batch {
+        for (index, item) in batch.iter().enumerate() {
             if let Verdict::Accepted(e) = &item.verdict {
+                c.index.push(index);
                 c.client_id.push(&e.client_id);
                 c.event_id.push(&e.event_id);
                 c.event_type.push(&e.event_type);
@@ -181,14 +242,15 @@ impl<'a> EventColumns<'a> {
         self.client_id.len() as u64
     }
 
-    /// Inserts the rows whose key is new; returns how many.
-    async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<u64, StoreError> {
+
+    /// Inserts the rows whose key is new; returns their SQS message ids.
+    async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<Vec<String>, StoreError> {
         if self.client_id.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let statement = tx.prepare_cached(INSERT_MESSAGES).await?;
         Ok(tx
-            .execute(
+            .query(
                 &statement,
                 &[
                     &self.client_id,
@@ -202,7 +264,75 @@ impl<'a> EventColumns<'a> {
                     &self.sqs_message_id,
                 ],
             )
-            .await?)
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    /// The rows `insert` did not write whose key holds other content, each with its
+    /// `conflicting_duplicate` verdict, by batch position. The others are duplicates:
+    /// the same content again, or a message already settled as rejected.
+    async fn conflicts(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        written: &[String],
+    ) -> Result<Vec<(usize, Verdict)>, StoreError> {
+        // Rows written, by message id; a message id twice in a batch was written once.
+        let mut unclaimed: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for id in written {
+            *unclaimed.entry(id.as_str()).or_default() += 1;
+        }
+        let mut rows = Vec::new();
+        for (k, id) in self.sqs_message_id.iter().enumerate() {
+            match unclaimed.get_mut(id) {
+                Some(n) if *n > 0 => *n -= 1,
+                _ => rows.push(k),
+            }
+        }
+        let pick = |column: &[&'a str]| -> Vec<&'a str> { rows.iter().map(|&k| column[k]).collect() };
+        let positions: Vec<i32> = rows.iter().map(|&k| k as i32).collect();
+        let versions: Vec<i32> = rows.iter().map(|&k| self.version[k]).collect();
+        let payloads: Vec<&Json<&Value>> = rows.iter().map(|&k| &self.payload[k]).collect();
+        let statement = tx.prepare_cached(EXPLAIN_UNWRITTEN).await?;
+        let found = tx
+            .query(
+                &statement,
+                &[
+                    &positions,
+                    &pick(&self.client_id),
+                    &pick(&self.event_id),
+                    &pick(&self.event_type),
+                    &versions,
+                    &payloads,
+                    &pick(&self.sqs_message_id),
+                ],
+            )
+            .await?;
+        let mut conflicts = Vec::new();
+        for row in found {
+            let k = row.get::<_, i32>(0) as usize;
+            let stored_id: Option<String> = row.get(1);
+            let same: Option<bool> = row.get(4);
+            let already_rejected: bool = row.get(5);
+            let Some(stored_id) = stored_id else { continue };
+            if already_rejected || same == Some(true) || stored_id == self.sqs_message_id[k] {
+                continue;
+            }
+            let detail = json!({
+                "error": "this event id is already stored with a different event type, version or payload",
+                "stored": {"sqs_message_id": stored_id, "event_type": row.get::<_, String>(2), "version": row.get::<_, i32>(3)},
+            });
+            let identity = Identity {
+                client_id: Some(self.client_id[k].to_owned()),
+                event_type: Some(self.event_type[k].to_owned()),
+                version: Some(self.version[k]),
+                event_id: Some(self.event_id[k].to_owned()),
+            };
+            let rejection = Rejection { reason: Reason::ConflictingDuplicate, detail };
+            conflicts.push((self.index[k], Verdict::Rejected(Rejected { rejection, identity })));
+        }
+        Ok(conflicts)
     }
 }
 

@@ -27,6 +27,10 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
+    /// No answer within the store's deadline (a stalled server or a half-open
+    /// connection); the connection is dropped, not returned to the pool.
+    #[error("no answer from the database within {0:?}")]
+    Deadline(Duration),
 }
 
 impl StoreError {
@@ -38,7 +42,7 @@ impl StoreError {
             StoreError::Postgres(e) => {
                 e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
             }
-            StoreError::Pool(_) => false,
+            StoreError::Pool(_) | StoreError::Deadline(_) => false,
         }
     }
 }
@@ -57,16 +61,26 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    deadline: Duration,
 }
 
 impl Store {
-    /// A pool of `size` connections to `database_url`. Connects lazily.
+    /// How long a commit or a probe may take by default before it counts as failed.
+    pub const DEADLINE: Duration = Duration::from_secs(30);
+
+    /// A pool of `size` connections to `database_url`. Connects lazily. TCP keepalives
+    /// find a dead peer within about a minute even when no call is waiting.
     pub fn connect(database_url: &str, size: usize) -> anyhow::Result<Store> {
         let mut config: tokio_postgres::Config =
             database_url.parse().context("DATABASE_URL: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
         config.application_name("event-processor");
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
@@ -77,11 +91,40 @@ impl Store {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .context("DATABASE_POOL_SIZE: cannot build the connection pool")?;
-        Ok(Store { pool })
+        Ok(Store { pool, deadline: Store::DEADLINE })
+    }
+
+    /// The same store with another deadline for commits and probes.
+    pub fn with_deadline(mut self, deadline: Duration) -> Store {
+        self.deadline = deadline;
+        self
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Runs `work` on a pooled connection within the deadline. A connection whose call
+    /// missed it is closed rather than reused: its state is unknown.
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let started = tokio::time::Instant::now();
+        let mut conn = tokio::time::timeout(self.deadline, self.pool.get())
+            .await
+            .map_err(|_| StoreError::Deadline(self.deadline))??;
+        match tokio::time::timeout_at(started + self.deadline, work(&mut conn)).await {
+            Ok(result) => result,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(conn));
+                Err(StoreError::Deadline(self.deadline))
+            }
+        }
     }
 
     /// Applies the embedded migrations. An advisory lock lets replicas start together.
@@ -95,10 +138,21 @@ impl Store {
         Ok(())
     }
 
-    /// A round trip through the table batches write to, to tell whether the database
-    /// is usable again (a server that answers but cannot serve the table is not).
+    /// Whether a batch could commit now: the tables batches write to take an INSERT,
+    /// rolled back. A server that answers reads but is read-only (a failover, a
+    /// standby, `default_transaction_read_only`) or refuses the insert is not usable,
+    /// and its messages must wait rather than be tried, released and dead-lettered.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.pool.get().await?.simple_query("SELECT 1 FROM message LIMIT 1").await?;
-        Ok(())
+        self.within_deadline(async |conn| {
+            let tx = conn.transaction().await?;
+            tx.batch_execute(
+                "INSERT INTO message SELECT * FROM message WHERE false;
+                 INSERT INTO rejected_message SELECT * FROM rejected_message WHERE false;",
+            )
+            .await?;
+            tx.rollback().await?;
+            Ok(())
+        })
+        .await
     }
 }

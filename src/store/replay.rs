@@ -50,7 +50,7 @@ pub async fn run(store: &Store, filter: &Filter, dry_run: bool) -> anyhow::Resul
             .await?;
         let Some(last) = rows.last() else { break };
         after = last.get(0);
-        let batch: Vec<Classified> = rows
+        let mut batch: Vec<Classified> = rows
             .iter()
             .map(|row| {
                 let arrival = Arrival {
@@ -65,6 +65,10 @@ pub async fn run(store: &Store, filter: &Filter, dry_run: bool) -> anyhow::Resul
             })
             .collect();
         report.examined += batch.len() as u64;
+        if !dry_run {
+            // Commits may turn an accepted verdict into `conflicting_duplicate`.
+            store.replay_batch(&mut batch).await?;
+        }
         for item in &batch {
             match &item.verdict {
                 Verdict::Accepted(_) => report.moved += 1,
@@ -72,9 +76,6 @@ pub async fn run(store: &Store, filter: &Filter, dry_run: bool) -> anyhow::Resul
                     *report.still_rejected.entry(r.rejection.reason.code().to_owned()).or_default() += 1
                 }
             }
-        }
-        if !dry_run {
-            store.replay_batch(&batch).await?;
         }
     }
     Ok(report)

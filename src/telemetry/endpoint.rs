@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::sqs::Queue;
+use crate::sqs::MessageQueue;
 use crate::store::Store;
 
 /// A service's answers to the endpoint.
@@ -43,10 +43,10 @@ pub async fn ready_within<E: std::fmt::Display>(
 
 /// Readiness of a service that needs PostgreSQL and SQS: both answer within 3 s; the
 /// error names the one that does not.
-pub async fn store_and_queue_ready(store: &Store, queue: &Queue) -> Result<(), String> {
+pub async fn store_and_queue_ready(store: &Store, queue: &dyn MessageQueue) -> Result<(), String> {
     let limit = Duration::from_secs(3);
     let database = ready_within(limit, store.ping());
-    let sqs = ready_within(limit, async { queue.depth().await.map(|_| ()) });
+    let sqs = ready_within(limit, queue.ping());
     match tokio::join!(database, sqs) {
         (Ok(()), Ok(())) => Ok(()),
         (db, sqs) => Err(format!(

@@ -12,7 +12,7 @@ pub struct Stats {
     pub stored: AtomicU64,
     pub duplicates: AtomicU64,
     /// New `rejected_message` rows, by [`Reason::index`].
-    pub rejected: [AtomicU64; 7],
+    pub rejected: [AtomicU64; Reason::ALL.len()],
     pub deleted: AtomicU64,
     /// Deletes that failed for good; the redelivery will be deduplicated.
     pub delete_failures: AtomicU64,
@@ -32,7 +32,7 @@ pub struct Snapshot {
     pub received: u64,
     pub stored: u64,
     pub duplicates: u64,
-    pub rejected: [u64; 7],
+    pub rejected: [u64; Reason::ALL.len()],
     pub deleted: u64,
     pub delete_failures: u64,
     pub expired_receipts: u64,

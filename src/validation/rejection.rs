@@ -22,11 +22,14 @@ pub enum Reason {
     SchemaViolation,
     /// Valid JSON that PostgreSQL cannot store (e.g. `\u0000` in a jsonb string).
     Unstorable,
+    /// The event id was already stored with a different event type, version or
+    /// payload: a reused id, not a retry (decided at commit, never by `classify`).
+    ConflictingDuplicate,
 }
 
 impl Reason {
     /// Every reason, in the order of their `index`.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::MalformedJson,
         Reason::InvalidEnvelope,
         Reason::UnknownClient,
@@ -34,6 +37,7 @@ impl Reason {
         Reason::NotSubscribed,
         Reason::SchemaViolation,
         Reason::Unstorable,
+        Reason::ConflictingDuplicate,
     ];
 
     /// The code stored in the database.
@@ -46,6 +50,7 @@ impl Reason {
             Reason::NotSubscribed => "not_subscribed",
             Reason::SchemaViolation => "schema_violation",
             Reason::Unstorable => "unstorable",
+            Reason::ConflictingDuplicate => "conflicting_duplicate",
         }
     }
 

@@ -29,6 +29,17 @@ pub fn server_url() -> String {
     url[..url.rfind('/').expect("DATABASE_URL has a database")].to_owned()
 }
 
+/// PostgreSQL's `HOST:PORT`, from [`server_url`].
+pub fn pg_addr() -> String {
+    let url = server_url();
+    url.rsplit('@').next().unwrap().trim_start_matches("postgres://").to_owned()
+}
+
+/// A connection to the server's `postgres` database, for statements about databases.
+pub async fn admin() -> tokio_postgres::Client {
+    connect(&format!("{}/postgres", server_url())).await
+}
+
 /// Environment for child processes (the binaries) pointing at a test's queue and database.
 pub fn child_env(env: &TestEnv) -> Vec<(&'static str, String)> {
     vec![
@@ -57,11 +68,13 @@ pub fn sqs_client() -> aws_sdk_sqs::Client {
 pub struct QueueOptions {
     pub visibility_timeout_secs: u32,
     pub max_receive_count: u32,
+    /// A FIFO queue pair (`.fifo` names, no content-based deduplication).
+    pub fifo: bool,
 }
 
 impl Default for QueueOptions {
     fn default() -> Self {
-        QueueOptions { visibility_timeout_secs: 30, max_receive_count: 5 }
+        QueueOptions { visibility_timeout_secs: 30, max_receive_count: 5, fifo: false }
     }
 }
 
@@ -101,10 +114,13 @@ impl TestEnv {
 
         let client = sqs_client();
         let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let dlq_name = format!("ep-test-{suffix}-dlq");
+        let fifo = if options.fifo { ".fifo" } else { "" };
+        let fifo_attribute = options.fifo.then(|| "true".to_owned());
+        let dlq_name = format!("ep-test-{suffix}-dlq{fifo}");
         let dlq_url = client
             .create_queue()
             .queue_name(&dlq_name)
+            .set_attributes(fifo_attribute.clone().map(|v| [(QueueAttributeName::FifoQueue, v)].into()))
             .send()
             .await
             .unwrap_or_else(|e| panic!("LocalStack does not answer at {}: {e}; {START}", endpoint()))
@@ -123,7 +139,8 @@ impl TestEnv {
         let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": options.max_receive_count.to_string()});
         let url = client
             .create_queue()
-            .queue_name(format!("ep-test-{suffix}"))
+            .queue_name(format!("ep-test-{suffix}{fifo}"))
+            .set_attributes(fifo_attribute.map(|v| [(QueueAttributeName::FifoQueue, v)].into()))
             .attributes(QueueAttributeName::VisibilityTimeout, options.visibility_timeout_secs.to_string())
             .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
             .send()
@@ -152,8 +169,9 @@ impl TestEnv {
         ids
     }
 
+    /// On a connection of its own, so a test that ends the database's sessions can count.
     pub async fn count(&self, sql: &str) -> i64 {
-        self.store.pool().get().await.unwrap().query_one(sql, &[]).await.unwrap().get(0)
+        connect(&self.database_url).await.query_one(sql, &[]).await.unwrap().get(0)
     }
 
     /// Messages on the queue: (visible, in flight).
@@ -162,7 +180,16 @@ impl TestEnv {
     }
 
     pub async fn start(&self, settings: Settings) -> Running {
-        let processor = Processor::new(settings, self.queue.clone(), self.store.clone()).await.unwrap();
+        self.start_on(settings, std::sync::Arc::new(self.queue.clone())).await
+    }
+
+    /// A processor of this database and another queue (an in-memory double).
+    pub async fn start_on(
+        &self,
+        settings: Settings,
+        queue: std::sync::Arc<dyn event_processor::sqs::MessageQueue>,
+    ) -> Running {
+        let processor = Processor::on(settings, queue, self.store.clone()).await.unwrap();
         let stats = processor.stats();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(processor.run(shutdown.clone()));

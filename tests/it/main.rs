@@ -5,8 +5,11 @@
 mod api;
 mod binaries;
 mod delivery;
+mod hardening;
 mod harness;
+mod memory_queue;
 mod ops;
 mod processor;
 mod producers;
+mod proxy;
 mod store;

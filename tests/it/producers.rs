@@ -81,6 +81,31 @@ async fn verify_finds_nothing_lost_after_a_mixed_run_and_exactly_one_lost_row_af
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!out.status.success());
     assert_eq!((report["lost"].as_u64(), report["duplicated"].as_u64()), (Some(1), Some(1)), "{report}");
+
+    // A stored payload changed, and a row no manifest line explains, sent within the run.
+    conn.execute(
+        "UPDATE message SET payload = '{\"altered\": true}' WHERE ctid = (SELECT ctid FROM message WHERE sent_at IS NOT NULL LIMIT 1)",
+        &[],
+    )
+    .await
+    .unwrap();
+    conn.execute(
+        "INSERT INTO message (client_id, event_id, event_type, version, payload, sent_at, received_at, sqs_message_id)
+         SELECT 'client-1', 'stray', 'user-app', 1, '\"x\"', max(sent_at), now(), 'stray' FROM message",
+        &[],
+    )
+    .await
+    .unwrap();
+    let out = producers(&env, &["verify", "--manifest", &manifest, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["altered"].as_u64(), report["unexplained"].as_u64()), (Some(1), Some(1)), "{report}");
+
+    // An empty manifest proves nothing: verify refuses it.
+    let empty = format!("{}/empty.jsonl", tempdir());
+    std::fs::write(&empty, "").unwrap();
+    let out = producers(&env, &["verify", "--manifest", &empty]);
+    assert!(!out.status.success(), "verify passed an empty manifest");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to verify"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
