@@ -17,7 +17,7 @@
 # cuts a TCP proxy between the processor and LocalStack instead of stopping LocalStack.
 source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
-ALL=(kill9 pg_outage slow_db sqs_outage replicas sigterm hostile checker
+ALL=(kill9 pg_outage slow_db read_only_db db_blackhole sqs_outage replicas sigterm hostile checker
      sender_kill9 consumer_500 consumer_slow consumer_410 sender_replicas sender_pg_outage api_hostile)
 scale=1
 scenarios=()
@@ -208,6 +208,59 @@ slow_db() {
   finish "$(date +%s.%N)"
   expect "no event processed twice" grep -q "duplicates: 0," "$work/$scenario-a.log"
   expect "visibility was extended" grep -qE "extended: [1-9]" "$work/$scenario-a.log"
+}
+
+# The database refuses writes (a failover to a standby, `default_transaction_read_only`)
+# for three minutes while reads still work, and the queue dead-letters after only 2
+# receives: the processor must pause rather than cycle messages into the DLQ.
+read_only_db() {
+  prepare 30 2
+  local port; port=$(free_port)
+  start_processor a PROCESSOR_HTTP_ADDR="127.0.0.1:$port" PROCESSOR_RELEASE_AFTER_SECS=20
+  produce 3000 300
+  sleep 3
+  log "PostgreSQL read-only for 180 s (maxReceiveCount 2)"
+  read_only on
+  sleep $((180 * scale))
+  local down_status; down_status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$port/readyz" || true)
+  read_only off
+  local back; back=$(date +%s.%N)
+  echo "  /readyz while read-only: $down_status"
+  finish "$back"
+  expect "processor paused receiving" grep -q "receiving paused" "$work/$scenario-a.log"
+  expect "not ready while the database refuses writes" test "$down_status" = 503
+}
+
+read_only() { # on|off: for new sessions, and the open ones are ended so they take it
+  psql "$pg_server/postgres" -qc "ALTER DATABASE ep_faults SET default_transaction_read_only = $1" >/dev/null
+  psql "$pg_server/postgres" -qAtc "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+    WHERE datname = 'ep_faults' AND pid <> pg_backend_pid()" >/dev/null
+}
+
+# The path to PostgreSQL goes silent for 60 s (no FIN, no RST: a half-open connection):
+# commits must hit their deadline, and nothing may hang or be lost.
+db_blackhole() {
+  prepare 30 5
+  local control="$work/pg-proxy" port; port=$(free_port)
+  rm -f "$control" "$control.count"
+  python3 "$here/tcp_proxy.py" "$port" "$FAULT_PG_PORT" "$control" &
+  proxy_pid=$!
+  sleep 0.5
+  local proxied="postgres://postgres@127.0.0.1:$port/ep_faults" http; http=$(free_port)
+  start_processor a DATABASE_URL="$proxied" DATABASE_TIMEOUT_SECS=5 PROCESSOR_HTTP_ADDR="127.0.0.1:$http"
+  produce 4000 400
+  sleep 3
+  log "blackholing the path to PostgreSQL for 60 s"
+  echo blackhole >"$control"
+  sleep 60
+  local health; health=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://127.0.0.1:$http/readyz" || true)
+  rm -f "$control"
+  local back; back=$(date +%s.%N)
+  echo "  /readyz during the blackhole: $health"
+  finish "$back"
+  kill "$proxy_pid"; proxy_pid=""
+  expect "commits cut off at their deadline" grep -q "no answer from the database" "$work/$scenario-a.log"
+  expect "not ready while the database is silent" test "$health" = 503
 }
 
 sqs_outage() {

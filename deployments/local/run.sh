@@ -87,6 +87,11 @@ psql "$DATABASE_URL" -c 'SELECT count(*) AS stored FROM message;' \
   -c "SELECT status, count(*) AS attempts FROM delivery_attempt GROUP BY status ORDER BY status;"
 "$bin/sender" consumers list
 "$here/readme-examples.sh"
+# The scrape check of the test command (run.sh --once): while the services are up,
+# Prometheus scrapes them and every series the alert rules and the dashboard use must
+# exist (deployments/local/check-metrics.sh). A failure fails the run after the stop.
+scraped=0
+if $once; then "$here/check-metrics.sh" || scraped=$?; fi
 log "the API answers on http://$API_ADDR (admin key: API_ADMIN_KEY in .env); try:"
 log "  curl -s -H \"Authorization: Bearer \$API_ADMIN_KEY\" http://$API_ADDR/v1/clients"
 
@@ -95,6 +100,7 @@ if $once; then
   stopped=0
   stop_all || stopped=$?
   [ "$stopped" = 0 ] || die "a service exited with $stopped after SIGTERM"
+  [ "$scraped" = 0 ] || die "the scrape check failed (see above)"
   exit "$verified"
 fi
 [ "$verified" = 0 ] || log "verification FAILED (see above); the services keep running for inspection"

@@ -7,6 +7,11 @@ stopping it (LocalStack keeps its queues in memory).
 While CONTROL_FILE exists the path is cut: open connections are closed and new ones
 are accepted and closed at once. CONTROL_FILE.count holds "connections refused" so a
 test can tell backoff from a hot loop.
+
+If CONTROL_FILE holds the word `blackhole`, nothing is closed instead: bytes in either
+direction are swallowed and every connection, open or new, stays silent, as with a
+peer that vanished without a FIN or RST (a half-open connection). A connection that
+saw the blackhole stays dead after the file is removed.
 """
 import asyncio
 import os
@@ -17,8 +22,21 @@ refused = 0
 open_writers = set()
 
 
+def mode():
+    """None (forward), "cut" or "blackhole"."""
+    try:
+        with open(control) as f:
+            return "blackhole" if "blackhole" in f.read() else "cut"
+    except FileNotFoundError:
+        return None
+
+
 def cut():
-    return os.path.exists(control)
+    return mode() == "cut"
+
+
+def blackholed():
+    return mode() == "blackhole"
 
 
 def record():
@@ -32,6 +50,11 @@ async def pipe(reader, writer):
             data = await reader.read(65536)
             if not data:
                 break
+            if blackholed():
+                # Swallow everything from now on and never close: a silent peer.
+                while await reader.read(65536):
+                    pass
+                await asyncio.Event().wait()
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):
@@ -47,6 +70,8 @@ async def handle(client_reader, client_writer):
         record()
         client_writer.close()
         return
+    if blackholed():
+        await asyncio.Event().wait()
     try:
         server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target_port)
     except OSError:

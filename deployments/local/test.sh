@@ -6,6 +6,7 @@ source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 
 "$here/start.sh"
+"$here/check-deployments.sh"   # manifests, compose file, Dockerfile, alert rules: offline
 cd "$ROOT"
 cargo test --release --all-targets
 "$here/faults.sh"
