@@ -158,7 +158,10 @@ async fn send(args: SendArgs, queue: &QueueArgs) -> anyhow::Result<ExitCode> {
     if let Some(n) = args.clients {
         let database = DatabaseArgs::try_from_env()?;
         let store = database.open().await?;
-        let report = tenants(&RegistryFile::demo(), n).apply(&mut *store.pool().get().await?, false).await?;
+        let mut conn = store.pool().get().await?;
+        // Subscribed to every event type registered, so any templates file works.
+        let registered = RegistryFile::export(&**conn, false).await?;
+        let report = tenants(&registered, n).apply(&mut conn, false).await?;
         tracing::info!(clients = report.clients, "tenants registered");
     }
     let mix = Mix { invalid_ratio: args.invalid_ratio, duplicate_ratio: args.duplicate_ratio };

@@ -49,7 +49,7 @@ for run in $(seq 1 "$RUNS"); do
   DATABASE_URL=$db SQS_QUEUE_URL=$q_proc PROCESSOR_STATS_INTERVAL_SECS=0 PROCESSOR_HTTP_ADDR=127.0.0.1:0 RUST_LOG=warn \
     /usr/bin/time -f '%U %S %M' -o "$out/processor.time" "$bin/processor" &
   pid=$!
-  DATABASE_URL=$db "$bin/producers" verify --manifest "$out/manifest-$(basename "$q_proc").jsonl" --wait-secs 600 --json > "$out/verify.json" || true
+  DATABASE_URL=$db SQS_QUEUE_URL=$q_proc "$bin/producers" verify --manifest "$out/manifest-$(basename "$q_proc").jsonl" --wait-secs 600 --json > "$out/verify.json" || true
   # The processor's CPU for the drain phase alone, from the OS (the latency phase runs
   # at half rate, with emptier receives).
   child=$(pgrep -P "$pid")
@@ -61,7 +61,7 @@ for run in $(seq 1 "$RUNS"); do
   mark=$(psql "$db" -Atc "SELECT now()")
   DATABASE_URL=$db SQS_QUEUE_URL=$q_proc "$bin/producers" --count "$LATENCY_N" --rate "$latency_rate" --concurrency 8 \
     --clients 50 --seed "$((run + 100))" --manifest "$out/latency.jsonl" --quiet >/dev/null 2>&1
-  DATABASE_URL=$db "$bin/producers" verify --manifest "$out/latency.jsonl" --wait-secs 120 --json > "$out/verify-latency.json" || true
+  DATABASE_URL=$db SQS_QUEUE_URL=$q_proc "$bin/producers" verify --manifest "$out/latency.jsonl" --wait-secs 120 --json > "$out/verify-latency.json" || true
   # `time` does not forward signals: stop its child.
   pkill -TERM -P "$pid"; wait "$pid" || true
   # A process's CPU from the OS (user + sys), its peak RSS, and the database's timestamps:

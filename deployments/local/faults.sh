@@ -243,7 +243,7 @@ db_blackhole() {
   prepare 30 5
   local control="$work/pg-proxy" port; port=$(free_port)
   rm -f "$control" "$control.count"
-  python3 "$here/tcp_proxy.py" "$port" "$FAULT_PG_PORT" "$control" &
+  python3 "$here/tcp_proxy.py" "$port" "$FAULT_PG_PORT" "$control" 2>>"$work/$scenario-proxy.log" &
   proxy_pid=$!
   sleep 0.5
   local proxied="postgres://postgres@127.0.0.1:$port/ep_faults" http; http=$(free_port)
