@@ -10,11 +10,21 @@
 #
 #   deployments/local/bench.sh                # N=50000, RUNS=3
 #   N=10000 RUNS=1 deployments/local/bench.sh
+#   WORKLOAD=formats deployments/local/bench.sh   # schemas heavy in `format` and patterns
+#
+# Workloads: `demo` (deployments/registry.json and events.json) and `formats`
+# (deployments/bench/: email, hostname, uri, uuid, ipv4/6, date-time and patterns, the
+# way real event schemas use them).
 source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 N=${N:-50000}
 RUNS=${RUNS:-3}
 LATENCY_N=${LATENCY_N:-10000}
+case "${WORKLOAD:=demo}" in
+  demo) registry=deployments/registry.json events=deployments/events.json ;;
+  formats) registry=deployments/bench/formats-registry.json events=deployments/bench/formats-events.json ;;
+  *) die "WORKLOAD: expected demo or formats, got '$WORKLOAD'" ;;
+esac
 [ -x /usr/bin/time ] || { [ "$(id -u)" = 0 ] && apt-get install -y -qq time >/dev/null; } || die "GNU time is needed: apt-get install time"
 
 "$here/start.sh" >/dev/null 2>&1
@@ -32,12 +42,12 @@ results="$out/results.jsonl"
 for run in $(seq 1 "$RUNS"); do
   log "run $run/$RUNS: preparing $N messages in two fresh queues"
   psql "$server/postgres" -qc "DROP DATABASE IF EXISTS ep_bench_e2e WITH (FORCE)" -c "CREATE DATABASE ep_bench_e2e" >/dev/null
-  DATABASE_URL=$db "$bin/processor" registry apply deployments/registry.json >/dev/null 2>&1
+  DATABASE_URL=$db "$bin/processor" registry apply "$registry" >/dev/null 2>&1
   stamp=$(date +%s)-$run
   q_proc=$(aws sqs create-queue --queue-name "ep-bench-proc-$stamp" --output text --query QueueUrl)
   q_drain=$(aws sqs create-queue --queue-name "ep-bench-drain-$stamp" --output text --query QueueUrl)
   for q in "$q_proc" "$q_drain"; do
-    DATABASE_URL=$db SQS_QUEUE_URL=$q "$bin/producers" --count "$N" --rate 0 --concurrency 8 --clients 50 \
+    DATABASE_URL=$db SQS_QUEUE_URL=$q "$bin/producers" --count "$N" --rate 0 --concurrency 8 --clients 50 --events-file "$events" \
       --invalid-ratio 0.04 --duplicate-ratio 0.01 --seed "$run" --manifest "$out/manifest-$(basename "$q").jsonl" --quiet >/dev/null 2>&1
   done
 
@@ -60,7 +70,7 @@ for run in $(seq 1 "$RUNS"); do
   log "run $run: latency at $latency_rate/s (half the drain rate)"
   mark=$(psql "$db" -Atc "SELECT now()")
   DATABASE_URL=$db SQS_QUEUE_URL=$q_proc "$bin/producers" --count "$LATENCY_N" --rate "$latency_rate" --concurrency 8 \
-    --clients 50 --seed "$((run + 100))" --manifest "$out/latency.jsonl" --quiet >/dev/null 2>&1
+    --clients 50 --events-file "$events" --seed "$((run + 100))" --manifest "$out/latency.jsonl" --quiet >/dev/null 2>&1
   DATABASE_URL=$db SQS_QUEUE_URL=$q_proc "$bin/producers" verify --manifest "$out/latency.jsonl" --wait-secs 120 --json > "$out/verify-latency.json" || true
   # `time` does not forward signals: stop its child.
   pkill -TERM -P "$pid"; wait "$pid" || true
