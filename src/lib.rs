@@ -6,7 +6,8 @@
 //!
 //! A tour, in the order an event travels:
 //!
-//! - [`sqs`]: the queue: long-poll receive, batch delete, visibility changes, send.
+//! - [`sqs`]: the queue: long-poll receive, batch delete, visibility changes, send;
+//!   [`sqs::MessageQueue`], the operations the processor uses, so tests can inject faults.
 //! - [`validation`]: envelope, classification, JSON Schema checks and the stable
 //!   rejection reasons. Pure: no I/O, nothing from SQS or the store.
 //! - [`registry`]: clients, event types with their compiled schemas, subscriptions;
@@ -25,7 +26,8 @@
 //!
 //! The binaries in `cmd/` only parse settings and call into this library; the local
 //! services live in `deployments/local/`, and `tests/` drives real LocalStack and
-//! PostgreSQL.
+//! PostgreSQL. How it is deployed and watched (compose, Kubernetes, alert rules, the
+//! dashboard) is in `deployments/` and the README's "Operating it".
 
 pub mod api;
 pub mod backoff;
