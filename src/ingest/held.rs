@@ -12,10 +12,11 @@ use tokio::time::Instant;
 /// The byte budget counts in KiB, so a budget of gigabytes fits a semaphore's permits.
 pub(super) const UNIT: usize = 1024;
 
-/// What a held message costs: its body, and the parsed payload that replaces it once
-/// it is classified (or the body kept for `rejected_message`), plus bookkeeping.
+/// What a held message costs, measured with bodies of the largest size: four copies
+/// of its body at the peak (the SQS response and the body parsed from it, the parsed
+/// payload, the batch's encoded statement), plus bookkeeping.
 pub(super) fn cost_units(body_len: usize) -> u32 {
-    ((2 * body_len + UNIT) / UNIT) as u32
+    ((4 * body_len + UNIT) / UNIT) as u32
 }
 
 struct Entry {
@@ -29,7 +30,14 @@ struct Entry {
 pub(super) struct Held {
     pub(super) slots: Arc<Semaphore>,
     pub(super) bytes: Arc<Semaphore>,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<Entries>,
+}
+
+/// The held messages, and the byte units they hold in all (kept, not summed per call).
+#[derive(Default)]
+struct Entries {
+    by_handle: HashMap<String, Entry>,
+    units: usize,
 }
 
 impl Held {
@@ -46,15 +54,18 @@ impl Held {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.entries.lock().expect("held lock").len()
+        self.entries.lock().expect("held lock").by_handle.len()
     }
 
     /// Starts holding messages: `(receipt handle, units)`, each visible again at `until`.
     /// The caller has acquired (and forgotten) one slot and `units` byte units for each.
     pub(super) fn hold<'a>(&self, messages: impl IntoIterator<Item = (&'a str, u32)>, until: Instant) {
         let mut held = self.entries.lock().expect("held lock");
-        held.extend(messages.into_iter().map(|(h, units)| (h.to_owned(), Entry { visible_until: until, units })));
-        self.report(&held);
+        for (handle, units) in messages {
+            held.units += units as usize;
+            held.by_handle.insert(handle.to_owned(), Entry { visible_until: until, units });
+        }
+        Self::report(&held);
     }
 
     /// Forgets messages that were deleted or released, freeing their slots and bytes.
@@ -62,28 +73,32 @@ impl Held {
         let mut held = self.entries.lock().expect("held lock");
         let (mut freed, mut units) = (0, 0);
         for handle in receipt_handles {
-            if let Some(entry) = held.remove(handle) {
+            if let Some(entry) = held.by_handle.remove(handle) {
                 freed += 1;
                 units += entry.units as usize;
             }
         }
-        self.report(&held);
+        held.units -= units;
+        Self::report(&held);
         drop(held);
         self.slots.add_permits(freed);
         self.bytes.add_permits(units);
     }
 
-    fn report(&self, held: &HashMap<String, Entry>) {
-        metrics::gauge!("event_processor_in_flight").set(held.len() as f64);
-        let units: usize = held.values().map(|e| e.units as usize).sum();
-        metrics::gauge!("event_processor_held_bytes").set((units * UNIT) as f64);
+    fn report(held: &Entries) {
+        metrics::gauge!("event_processor_in_flight").set(held.by_handle.len() as f64);
+        metrics::gauge!("event_processor_held_bytes").set((held.units * UNIT) as f64);
     }
 
     /// Receipt handles that become visible before `before`, with when they do. Nothing
     /// changes until SQS confirms an extension ([`Held::extended`]).
     pub(super) fn due(&self, before: Instant) -> Vec<(String, Instant)> {
         let held = self.entries.lock().expect("held lock");
-        held.iter().filter(|(_, e)| e.visible_until < before).map(|(h, e)| (h.clone(), e.visible_until)).collect()
+        held.by_handle
+            .iter()
+            .filter(|(_, e)| e.visible_until < before)
+            .map(|(h, e)| (h.clone(), e.visible_until))
+            .collect()
     }
 
     /// Records that SQS confirmed these messages invisible until `until` (messages let
@@ -91,14 +106,14 @@ impl Held {
     pub(super) fn extended<'a>(&self, receipt_handles: impl IntoIterator<Item = &'a str>, until: Instant) {
         let mut held = self.entries.lock().expect("held lock");
         for handle in receipt_handles {
-            if let Some(entry) = held.get_mut(handle) {
+            if let Some(entry) = held.by_handle.get_mut(handle) {
                 entry.visible_until = entry.visible_until.max(until);
             }
         }
     }
 
     pub(super) fn all(&self) -> Vec<String> {
-        self.entries.lock().expect("held lock").keys().cloned().collect()
+        self.entries.lock().expect("held lock").by_handle.keys().cloned().collect()
     }
 }
 
@@ -111,7 +126,7 @@ mod tests {
     fn an_extension_counts_only_once_confirmed_and_letting_go_frees_slots_and_bytes() {
         let held = Held::new(10, 64 * UNIT);
         let now = Instant::now();
-        let units = cost_units(10 * UNIT); // 20 KiB of body and payload, plus one
+        let units = cost_units(5 * UNIT); // four copies of 5 KiB, plus one
         assert_eq!(units, 21);
         held.slots.try_acquire_many(2).unwrap().forget();
         held.bytes.try_acquire_many(2 * units).unwrap().forget();

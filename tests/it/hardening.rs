@@ -274,7 +274,7 @@ async fn messages_of_the_largest_size_are_settled_within_the_byte_budget() {
         env.send(std::slice::from_ref(body)).await;
     }
     // Room for one receive of ten maximal messages: the pollers take turns.
-    let budget = 10 * (2 * max + 1024);
+    let budget = 10 * (4 * max + 1024);
     let running = env.start(Settings { max_held_bytes: budget, ..settings() }).await;
     eventually("all settled and deleted", WAIT, || async { running.stats.snapshot().deleted == 25 }).await;
     let stats = running.stop().await;
