@@ -79,3 +79,36 @@ pub async fn report_queue_depths(source: crate::sqs::Queue, dead_letters: Option
         tokio::time::sleep(std::time::Duration::from_secs(15)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_commit_running_past_twice_its_deadline_fails_the_liveness_check() {
+        // The pool connects lazily: nothing listens there, and nothing needs to.
+        let store = Store::connect("postgres://nobody@127.0.0.1:9/none", 1).unwrap().with_deadline(Duration::from_millis(50));
+        let probe = ProcessorProbe {
+            stats: Arc::default(),
+            liveness: Arc::default(),
+            commits: Arc::default(),
+            store,
+            queue: Arc::new(crate::sqs::Queue::new(
+                aws_sdk_sqs::Client::from_conf(
+                    aws_sdk_sqs::Config::builder().behavior_version(aws_config::BehaviorVersion::latest()).build(),
+                ),
+                "memory://unused",
+            )),
+        };
+        assert_eq!(probe.live(), Ok(()));
+        let stuck = probe.commits.attempt();
+        assert_eq!(probe.live(), Ok(()), "an attempt within its deadline is fine");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let error = probe.live().unwrap_err();
+        assert!(error.contains("a commit has been running"), "{error}");
+        drop(stuck);
+        assert_eq!(probe.live(), Ok(()), "healthy again once the attempt ended");
+    }
+}
