@@ -39,9 +39,10 @@ async fn a_failed_visibility_extension_is_retried_before_the_message_expires() {
     locker.batch_execute("BEGIN; LOCK TABLE message IN ACCESS EXCLUSIVE MODE").await.unwrap();
     // The first extension round (three calls of ten) fails as a whole.
     queue.fail_visibility_calls.store(3, SeqCst);
-    let running = env.start_on(with_visibility(2), queue.clone()).await;
+    // 4 s of visibility: the retry has 2 s to land even on a loaded machine.
+    let running = env.start_on(with_visibility(4), queue.clone()).await;
     eventually("all held", WAIT, || async { running.stats.snapshot().received == 30 }).await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     locker.batch_execute("COMMIT").await.unwrap();
     eventually("all deleted", WAIT, || async { queue.remaining() == 0 }).await;
     let stats = running.stop().await;
