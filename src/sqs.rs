@@ -123,18 +123,10 @@ impl MessageQueue for Queue {
 
     fn attributes(&self) -> BoxFuture<'_, Result<QueueAttributes, QueueError>> {
         Box::pin(async move {
-            let output = self
-                .client
-                .get_queue_attributes()
-                .queue_url(&self.url)
-                .attribute_names(QueueAttributeName::VisibilityTimeout)
-                .attribute_names(QueueAttributeName::MaximumMessageSize)
-                .send()
-                .await
-                .map_err(QueueError::from_sdk)?;
-            let get = |name: QueueAttributeName| -> Option<u64> {
-                output.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok())
-            };
+            let values = self
+                .numeric_attributes(&[QueueAttributeName::VisibilityTimeout, QueueAttributeName::MaximumMessageSize])
+                .await?;
+            let get = |name| values.get(&name).copied();
             Ok(QueueAttributes {
                 visibility_timeout: Duration::from_secs(get(QueueAttributeName::VisibilityTimeout).unwrap_or(30)),
                 max_message_size: get(QueueAttributeName::MaximumMessageSize).unwrap_or(262_144) as usize,
@@ -213,27 +205,16 @@ impl Queue {
         &self.client
     }
 
-    /// The queue's visibility timeout: how long a received message stays ours.
-    pub async fn visibility_timeout(&self) -> Result<Duration, QueueError> {
-        let secs = self.attribute(QueueAttributeName::VisibilityTimeout).await?.unwrap_or(30);
-        Ok(Duration::from_secs(secs))
-    }
-
     /// Messages waiting, and messages received but not deleted (in flight).
     pub async fn depth(&self) -> Result<(u64, u64), QueueError> {
-        let output = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .map_err(QueueError::from_sdk)?;
-        let get = |name: QueueAttributeName| -> u64 {
-            output.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()).unwrap_or(0)
-        };
+        let values = self
+            .numeric_attributes(&[
+                QueueAttributeName::ApproximateNumberOfMessages,
+                QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+                QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+            ])
+            .await?;
+        let get = |name| values.get(&name).copied().unwrap_or(0);
         Ok((
             get(QueueAttributeName::ApproximateNumberOfMessages)
                 + get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
@@ -241,16 +222,25 @@ impl Queue {
         ))
     }
 
-    async fn attribute(&self, name: QueueAttributeName) -> Result<Option<u64>, QueueError> {
+    /// The named attributes that are numbers, in one GetQueueAttributes call.
+    async fn numeric_attributes(
+        &self,
+        names: &[QueueAttributeName],
+    ) -> Result<std::collections::HashMap<QueueAttributeName, u64>, QueueError> {
         let output = self
             .client
             .get_queue_attributes()
             .queue_url(&self.url)
-            .attribute_names(name.clone())
+            .set_attribute_names(Some(names.to_vec()))
             .send()
             .await
             .map_err(QueueError::from_sdk)?;
-        Ok(output.attributes().and_then(|a| a.get(&name)).and_then(|v| v.parse().ok()))
+        Ok(output
+            .attributes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, value)| value.parse().ok().map(|n| (name, n)))
+            .collect())
     }
 
     /// Long-polls for up to `max` messages, with the queue's visibility timeout.
@@ -358,7 +348,6 @@ impl Queue {
         &self,
         messages: &[Outbound<'_>],
     ) -> Result<Vec<Result<String, EntryFailure>>, QueueError> {
-        let bodies = messages;
         let entries = entries(messages, |id, m| {
             SendMessageBatchRequestEntry::builder()
                 .id(id)
@@ -375,7 +364,7 @@ impl Queue {
             .send()
             .await
             .map_err(QueueError::from_sdk)?;
-        let mut results: Vec<Result<String, EntryFailure>> = (0..bodies.len())
+        let mut results: Vec<Result<String, EntryFailure>> = (0..messages.len())
             .map(|index| {
                 Err(EntryFailure {
                     index,

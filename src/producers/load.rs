@@ -215,7 +215,7 @@ async fn send_batch(queue: &Queue, batch: &[Outgoing]) -> Vec<Entry> {
         // event id, hashed to fit SQS's alphabet, as the deduplication id.
         let dedup: Vec<Option<String>> = todo
             .iter()
-            .map(|o| queue.is_fifo().then(|| fifo_dedup_id(o.event_id.as_deref().unwrap_or(&o.body))))
+            .map(|o| queue.is_fifo().then(|| manifest::sha256_hex(o.event_id.as_deref().unwrap_or(&o.body).as_bytes())))
             .collect();
         let messages: Vec<Outbound<'_>> = todo
             .iter()
@@ -311,9 +311,3 @@ impl Progress {
     }
 }
 
-/// A FIFO deduplication id for an event id: SHA-256 hex, within SQS's 128 characters
-/// of its alphabet whatever the event id holds.
-fn fifo_dedup_id(event_id: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, event_id.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
