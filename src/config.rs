@@ -168,7 +168,8 @@ impl ProcessorArgs {
             wait_time: Duration::from_secs(self.wait_time_secs),
             max_in_flight: self.max_in_flight,
             max_held_bytes: self.max_held_bytes,
-            visibility_timeout: (self.visibility_timeout_secs > 0).then(|| Duration::from_secs(self.visibility_timeout_secs)),
+            visibility_timeout: (self.visibility_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.visibility_timeout_secs)),
             batch_size: self.batch_size,
             batch_window: Duration::from_millis(self.batch_window_ms),
             committers: self.committers,

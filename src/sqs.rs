@@ -103,7 +103,12 @@ pub trait MessageQueue: Send + Sync + 'static {
     fn attributes(&self) -> BoxFuture<'_, Result<QueueAttributes, QueueError>>;
     /// Long-polls for up to `max` messages, each kept invisible for `visibility` (set
     /// explicitly on every receive, whatever the queue's attribute says).
-    fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> BoxFuture<'_, Result<Vec<Received>, QueueError>>;
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Received>, QueueError>>;
     /// Deletes up to 10 messages; returns the entries refused.
     fn delete<'a>(&'a self, receipt_handles: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<EntryFailure>, QueueError>>;
     /// Sets the visibility timeout of up to 10 held messages; returns the entries refused.
@@ -135,7 +140,12 @@ impl MessageQueue for Queue {
         })
     }
 
-    fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> BoxFuture<'_, Result<Vec<Received>, QueueError>> {
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Received>, QueueError>> {
         Box::pin(self.receive_with(max, wait, Some(visibility)))
     }
 
@@ -338,7 +348,8 @@ impl Queue {
     /// Sends up to 10 bodies in one call; returns, per body, the SQS message id or the
     /// refusal.
     pub async fn send(&self, bodies: &[String]) -> Result<Vec<Result<String, EntryFailure>>, QueueError> {
-        let messages: Vec<Outbound<'_>> = bodies.iter().map(|body| Outbound { body, group: None, dedup: None }).collect();
+        let messages: Vec<Outbound<'_>> =
+            bodies.iter().map(|body| Outbound { body, group: None, dedup: None }).collect();
         self.send_messages(&messages).await
     }
 

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::registry::{Registry, SharedRegistry};
-use crate::sqs::{MessageQueue, QueueError, Queue, MAX_BATCH};
+use crate::sqs::{MessageQueue, Queue, QueueError, MAX_BATCH};
 use crate::store::Store;
 use crate::telemetry::{Liveness, Snapshot, Stats};
 

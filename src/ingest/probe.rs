@@ -89,7 +89,8 @@ mod tests {
     #[tokio::test]
     async fn a_commit_running_past_twice_its_deadline_fails_the_liveness_check() {
         // The pool connects lazily: nothing listens there, and nothing needs to.
-        let store = Store::connect("postgres://nobody@127.0.0.1:9/none", 1).unwrap().with_deadline(Duration::from_millis(50));
+        let store =
+            Store::connect("postgres://nobody@127.0.0.1:9/none", 1).unwrap().with_deadline(Duration::from_millis(50));
         let probe = ProcessorProbe {
             stats: Arc::default(),
             liveness: Arc::default(),

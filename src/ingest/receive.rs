@@ -51,8 +51,7 @@ pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
         };
         let asked = Instant::now();
         let wait = shared.settings().wait_time;
-        let receive =
-            within(wait + CALL_DEADLINE, shared.processor.queue.receive(MAX_BATCH, wait, shared.visibility));
+        let receive = within(wait + CALL_DEADLINE, shared.processor.queue.receive(MAX_BATCH, wait, shared.visibility));
         tokio::pin!(receive);
         let received = tokio::select! {
             r = &mut receive => r,

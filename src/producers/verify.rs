@@ -163,7 +163,9 @@ async fn check_payloads(db: &impl GenericClient, entries: &[Entry], report: &mut
     for row in rows {
         let (client_id, event_id): (String, String) = (row.get(0), row.get(1));
         let payload: serde_json::Value = row.get(2);
-        if sent.get(&(client_id.as_str(), event_id.as_str())) != Some(&super::manifest::payload_digest(&payload).as_str()) {
+        if sent.get(&(client_id.as_str(), event_id.as_str()))
+            != Some(&super::manifest::payload_digest(&payload).as_str())
+        {
             report.problem("altered", format!("{client_id}/{event_id}: the stored payload is not the one sent"));
         }
     }

@@ -140,7 +140,13 @@ impl Store {
             }
             let rejected = RejectedColumns::of(batch).insert(&tx).await?;
             tx.commit().await?;
-            Ok(CommitOutcome { stored, duplicates: accepted - stored - conflicting, conflicting, rejected, unstorable: 0 })
+            Ok(CommitOutcome {
+                stored,
+                duplicates: accepted - stored - conflicting,
+                conflicting,
+                rejected,
+                unstorable: 0,
+            })
         })
         .await
     }
@@ -241,7 +247,6 @@ impl<'a> EventColumns<'a> {
     fn len(&self) -> u64 {
         self.client_id.len() as u64
     }
-
 
     /// Inserts the rows whose key is new; returns their SQS message ids.
     async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> Result<Vec<String>, StoreError> {

@@ -180,14 +180,18 @@ async fn stored_at_is_when_the_row_was_written_not_when_its_transaction_began() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_database_pauses_the_processor_and_dead_letters_nothing() {
-    let env = TestEnv::with(QueueOptions { visibility_timeout_secs: 30, max_receive_count: 2, ..QueueOptions::default() })
-        .await;
+    let env =
+        TestEnv::with(QueueOptions { visibility_timeout_secs: 30, max_receive_count: 2, ..QueueOptions::default() })
+            .await;
     let bodies: Vec<String> = (0..20).map(|i| valid_event(&format!("ro-{i}"))).collect();
     let read_only = |on: bool| {
         let db = env.db_name.clone();
         async move {
             let admin = crate::harness::admin().await;
-            admin.batch_execute(&format!("ALTER DATABASE {db} SET default_transaction_read_only = {on}")).await.unwrap();
+            admin
+                .batch_execute(&format!("ALTER DATABASE {db} SET default_transaction_read_only = {on}"))
+                .await
+                .unwrap();
             admin
                 .execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
@@ -235,7 +239,8 @@ async fn a_database_connection_that_stops_answering_is_cut_off_and_nothing_is_lo
     eventually("all stored", WAIT, || async { env.count("SELECT count(*) FROM message").await == 40 }).await;
     eventually("queue drained", WAIT, || async { env.depth().await == (0, 0) }).await;
     shutdown.cancel();
-    let summary = tokio::time::timeout(Duration::from_secs(30), task).await.expect("shutdown in time").unwrap().unwrap();
+    let summary =
+        tokio::time::timeout(Duration::from_secs(30), task).await.expect("shutdown in time").unwrap().unwrap();
     assert_eq!(summary.stored + summary.duplicates, 40, "{summary:?}");
 }
 
@@ -253,10 +258,13 @@ async fn shutdown_finishes_in_time_when_a_receive_never_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_byte_budget_below_one_receive_of_the_largest_messages_stops_startup() {
     let env = TestEnv::new().await;
-    let processor =
-        event_processor::ingest::Processor::new(Settings { max_held_bytes: 1 << 20, ..settings() }, env.queue.clone(), env.store.clone())
-            .await
-            .unwrap();
+    let processor = event_processor::ingest::Processor::new(
+        Settings { max_held_bytes: 1 << 20, ..settings() },
+        env.queue.clone(),
+        env.store.clone(),
+    )
+    .await
+    .unwrap();
     let error = processor.run(tokio_util::sync::CancellationToken::new()).await.unwrap_err().to_string();
     assert!(error.contains("PROCESSOR_MAX_HELD_BYTES") && error.contains("MaximumMessageSize"), "{error}");
 }
@@ -268,7 +276,10 @@ async fn messages_of_the_largest_size_are_settled_within_the_byte_budget() {
     let max = env.queue.attributes().await.unwrap().max_message_size;
     let filler = "x".repeat(max - 1024);
     let bodies: Vec<String> = (0..25)
-        .map(|i| json!({"event_type": "transaction-app", "client_id": "client-2", "message": format!("{i:02}{filler}")}).to_string())
+        .map(|i| {
+            json!({"event_type": "transaction-app", "client_id": "client-2", "message": format!("{i:02}{filler}")})
+                .to_string()
+        })
         .collect();
     for body in &bodies {
         assert!(body.len() <= max);

@@ -76,7 +76,12 @@ impl MessageQueue for MemoryQueue {
         })
     }
 
-    fn receive(&self, max: usize, wait: Duration, visibility: Duration) -> BoxFuture<'_, Result<Vec<Received>, QueueError>> {
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> BoxFuture<'_, Result<Vec<Received>, QueueError>> {
         Box::pin(async move {
             if self.hang_receives.load(SeqCst) {
                 futures::future::pending::<()>().await;

@@ -96,7 +96,9 @@ async fn the_same_event_id_sent_twice_gives_one_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_legacy_message_redelivered_by_sqs_gives_one_row() {
-    let env = TestEnv::with(QueueOptions { visibility_timeout_secs: 1, max_receive_count: 10, ..QueueOptions::default() }).await;
+    let env =
+        TestEnv::with(QueueOptions { visibility_timeout_secs: 1, max_receive_count: 10, ..QueueOptions::default() })
+            .await;
     let legacy = r#"{"event_type":"transaction-app","client_id":"client-2","message":"a new transaction"}"#.to_owned();
     let ids = env.send(&[legacy]).await;
 
@@ -213,7 +215,9 @@ async fn a_graceful_shutdown_mid_stream_leaves_each_message_stored_and_deleted_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_database_keeps_messages_invisible_so_none_is_processed_twice() {
-    let env = TestEnv::with(QueueOptions { visibility_timeout_secs: 2, max_receive_count: 10, ..QueueOptions::default() }).await;
+    let env =
+        TestEnv::with(QueueOptions { visibility_timeout_secs: 2, max_receive_count: 10, ..QueueOptions::default() })
+            .await;
     let bodies: Vec<String> = (0..30).map(|i| valid_event(&format!("slow-{i}"))).collect();
     env.send(&bodies).await;
     let locker = env.store.pool().get().await.unwrap();
@@ -231,7 +235,9 @@ async fn a_slow_database_keeps_messages_invisible_so_none_is_processed_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_database_pauses_receiving_releases_after_the_deadline_and_recovers() {
-    let env = TestEnv::with(QueueOptions { visibility_timeout_secs: 30, max_receive_count: 100, ..QueueOptions::default() }).await;
+    let env =
+        TestEnv::with(QueueOptions { visibility_timeout_secs: 30, max_receive_count: 100, ..QueueOptions::default() })
+            .await;
     let bodies: Vec<String> = (0..40).map(|i| valid_event(&format!("down-{i}"))).collect();
     env.send(&bodies).await;
     let admin = env.store.pool().get().await.unwrap();

@@ -52,7 +52,11 @@ impl Drop for Proxy {
 
 /// Copies `from` to `to`; while blackholed, what arrives is dropped for good and the
 /// connection is left hanging (a connection that saw the blackhole stays dead).
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, hole: Arc<AtomicBool>) {
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    hole: Arc<AtomicBool>,
+) {
     let mut buffer = vec![0u8; 16 * 1024];
     let mut dead = false;
     loop {
