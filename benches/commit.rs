@@ -1,4 +1,6 @@
-//! Batch commit into a real PostgreSQL, by batch size: fresh rows, and batches that
+//! The commit's two costs. `encode_batch`: the client's side, encoding a batch's insert
+//! parameters (no database), on both workloads' mixes (4% bad input, 1% duplicates).
+//! `commit_batch`: into a real PostgreSQL, by batch size: fresh rows, and batches that
 //! are all duplicates (redeliveries). Uses the database `ep_bench` on DATABASE_URL's
 //! server (default: the local one), recreated at start.
 
@@ -9,7 +11,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use event_processor::producers::generator::{Generator, Mix};
 use event_processor::producers::templates::EventsFile;
 use event_processor::registry::{Registry, RegistryFile};
-use event_processor::store::Store;
+use event_processor::store::{encode_parameters, Store};
 use event_processor::store::{Arrival, Classified};
 use event_processor::validation::classify;
 
@@ -30,6 +32,47 @@ fn batch(generator: &mut Generator, registry: &Registry, n: usize) -> Vec<Classi
             Classified { arrival, verdict }
         })
         .collect()
+}
+
+/// A batch of the benchmark's mix: mostly valid events, some bad input, some duplicates.
+fn mixed_batch(generator: &mut Generator, registry: &Registry, n: usize) -> Vec<Classified> {
+    (0..n)
+        .map(|i| {
+            let body = generator.next_event().body;
+            let message_id = format!("sqs-{i}");
+            let verdict = classify(&body, &message_id, registry);
+            let arrival =
+                Arrival { message_id, body, receive_count: 1, sent_at: Some(Utc::now()), received_at: Utc::now() };
+            Classified { arrival, verdict }
+        })
+        .collect()
+}
+
+fn encode(c: &mut Criterion) {
+    let mix = Mix { invalid_ratio: 0.04, duplicate_ratio: 0.01 };
+    let bench = std::path::Path::new("deployments/bench");
+    let workloads = [
+        ("demo", RegistryFile::demo(), EventsFile::demo()),
+        (
+            "formats",
+            RegistryFile::read(&bench.join("formats-registry.json")).unwrap(),
+            EventsFile::read(&bench.join("formats-events.json")).unwrap(),
+        ),
+    ];
+    let mut group = c.benchmark_group("encode_batch");
+    for (name, registry, events) in workloads {
+        let registry = Registry::from_file(&registry).unwrap();
+        let batch = mixed_batch(&mut Generator::new(events, mix, None, Some(7)), &registry, 100);
+        let mut out = bytes::BytesMut::with_capacity(1 << 20);
+        group.throughput(Throughput::Elements(batch.len() as u64));
+        group.bench_function(BenchmarkId::new(name, batch.len()), |b| {
+            b.iter(|| {
+                out.clear();
+                encode_parameters(&batch, &mut out)
+            })
+        });
+    }
+    group.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -72,5 +115,5 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, encode, bench);
 criterion_main!(benches);

@@ -98,7 +98,7 @@ pub struct ProcessorArgs {
     /// Messages received and not yet deleted; pollers wait at this bound.
     #[arg(long, env = "PROCESSOR_MAX_IN_FLIGHT", value_name = "PROCESSOR_MAX_IN_FLIGHT", default_value_t = Settings::default().max_in_flight, value_parser = at_least_one)]
     pub max_in_flight: usize,
-    /// Bytes held messages may take (bodies and parsed payloads); pollers wait at this
+    /// Bytes held messages may take (bodies and the payloads kept for the commit); pollers wait at this
     /// bound. At least one receive of 10 messages of the queue's MaximumMessageSize.
     #[arg(long, env = "PROCESSOR_MAX_HELD_BYTES", value_name = "PROCESSOR_MAX_HELD_BYTES", default_value_t = Settings::default().max_held_bytes, value_parser = at_least_one)]
     pub max_held_bytes: usize,

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 pub(super) const UNIT: usize = 1024;
 
 /// What a held message costs, measured with bodies of the largest size: four copies
-/// of its body at the peak (the SQS response and the body parsed from it, the parsed
-/// payload, the batch's encoded statement), plus bookkeeping.
+/// of its body at the peak (the SQS response and the body read from it, the payload
+/// text kept for the commit, the batch's encoded statement), plus bookkeeping.
 pub(super) fn cost_units(body_len: usize) -> u32 {
     ((4 * body_len + UNIT) / UNIT) as u32
 }

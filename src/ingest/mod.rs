@@ -52,7 +52,7 @@ pub struct Settings {
     pub wait_time: Duration,
     /// Messages received and not yet deleted or released; pollers wait at the bound.
     pub max_in_flight: usize,
-    /// Bytes those messages may take (bodies and parsed payloads); pollers wait at the
+    /// Bytes those messages may take (bodies and the payloads kept for the commit); pollers wait at the
     /// bound. Must fit one receive of the largest messages the queue accepts.
     pub max_held_bytes: usize,
     /// How long a received message stays invisible before the heartbeat extends it,

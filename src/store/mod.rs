@@ -14,7 +14,7 @@ use tokio_postgres::NoTls;
 mod batch;
 pub mod replay;
 
-pub use batch::{Arrival, Classified, CommitOutcome};
+pub use batch::{encode_parameters, Arrival, Classified, CommitOutcome};
 
 mod embedded {
     refinery::embed_migrations!("migrations");

@@ -1,11 +1,15 @@
 //! The envelope every SQS message body carries, parsed without trusting anything in it.
 //!
-//! The body is parsed into a `serde_json::Value` first, so that "not JSON"
-//! (`malformed_json`) and "JSON of the wrong shape" (`invalid_envelope`) are told apart,
-//! and every field problem is reported at once rather than the first one only.
+//! One pass over the body reads the envelope's fields and keeps the payload as the
+//! JSON text it was sent as (what the store writes, so it is never re-serialised); the
+//! payload is then parsed once, for validation. "Not JSON" (`malformed_json`) and
+//! "JSON of the wrong shape" (`invalid_envelope`) are told apart, and every field
+//! problem is reported at once rather than the first one only.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 use super::rejection::{Reason, Rejection};
 
@@ -13,8 +17,8 @@ use super::rejection::{Reason, Rejection};
 pub const MAX_ID_CHARS: usize = 128;
 
 /// A well-formed event, not yet checked against the registry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Envelope {
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
     pub client_id: String,
     pub event_type: String,
     /// Schema version of the payload; 1 when absent.
@@ -22,8 +26,10 @@ pub struct Envelope {
     /// Producer-assigned idempotency key; `None` means the SQS message id is the key.
     pub event_id: Option<String>,
     pub occurred_at: Option<DateTime<Utc>>,
-    /// `payload`, or the legacy string `message` of the original producers.
+    /// `payload`, or the legacy string `message` of the original producers, parsed.
     pub payload: Value,
+    /// The same payload as its JSON text in the body.
+    pub payload_json: &'a RawValue,
 }
 
 /// What could be read of an envelope, kept with a rejection so operators (and
@@ -36,30 +42,85 @@ pub struct Identity {
     pub event_id: Option<String>,
 }
 
-impl Envelope {
+/// The envelope's fields as found in the body: present (even as `null`) or absent.
+/// Any other member is skipped; a member given twice makes the envelope invalid, as
+/// two readers could disagree on which one counts.
+#[derive(Deserialize)]
+struct Members<'a> {
+    #[serde(default, deserialize_with = "present")]
+    client_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    event_type: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    event_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    version: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    occurred_at: Option<Value>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    payload: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    message: Option<&'a RawValue>,
+}
+
+/// A member that is there, `null` included (`Option`'s own impl reads `null` as absent).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+fn malformed(error: impl std::fmt::Display, identity: Identity) -> (Rejection, Identity) {
+    (Rejection::new(Reason::MalformedJson, format!("not JSON: {error}")), identity)
+}
+
+fn invalid(errors: Vec<String>, identity: Identity) -> (Rejection, Identity) {
+    (Rejection { reason: Reason::InvalidEnvelope, detail: json!({ "errors": errors }) }, identity)
+}
+
+impl<'a> Envelope<'a> {
     /// Parses a message body; on failure returns the rejection and whatever identity
     /// fields were well-formed.
-    pub fn parse(body: &str) -> Result<Envelope, (Rejection, Identity)> {
-        let value: Value = serde_json::from_str(body)
-            .map_err(|e| (Rejection::new(Reason::MalformedJson, format!("not JSON: {e}")), Identity::default()))?;
-        let Value::Object(mut fields) = value else {
-            let error = format!("the body must be a JSON object, got {}", kind_of(&value));
-            return Err((Rejection::new(Reason::InvalidEnvelope, error), Identity::default()));
-        };
+    pub fn parse(body: &'a str) -> Result<Envelope<'a>, (Rejection, Identity)> {
+        if !body.trim_start().starts_with('{') {
+            // Not an object: only the kind of JSON it is (if any) goes into the rejection.
+            return Err(match serde_json::from_str::<Value>(body) {
+                Err(e) => malformed(e, Identity::default()),
+                Ok(value) => invalid(
+                    vec![format!("the body must be a JSON object, got {}", kind_of(&value))],
+                    Identity::default(),
+                ),
+            });
+        }
+        let members: Members<'a> = serde_json::from_str(body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => invalid(vec![e.to_string()], Identity::default()),
+            _ => malformed(e, Identity::default()),
+        })?;
 
         let mut errors = Vec::new();
-        let client_id = id_field(&mut fields, "client_id", true, &mut errors);
-        let event_type = id_field(&mut fields, "event_type", true, &mut errors);
-        let event_id = id_field(&mut fields, "event_id", false, &mut errors);
-        let version = version_field(&fields, &mut errors);
-        let occurred_at = occurred_at_field(&fields, &mut errors);
-        let payload = match (fields.remove("payload"), fields.remove("message")) {
-            (Some(payload), _) => Some(payload),
-            (None, Some(message @ Value::String(_))) => Some(message),
-            (None, Some(other)) => {
-                errors.push(format!("message: expected a string, got {}", kind_of(&other)));
-                None
-            }
+        let client_id = id_field(members.client_id, "client_id", true, &mut errors);
+        let event_type = id_field(members.event_type, "event_type", true, &mut errors);
+        let event_id = id_field(members.event_id, "event_id", false, &mut errors);
+        let version = version_field(members.version, &mut errors);
+        let occurred_at = occurred_at_field(members.occurred_at, &mut errors);
+        let parse = |json: &RawValue, name: &str| {
+            serde_json::from_str::<Value>(json.get()).map_err(|e| {
+                let identity = Identity {
+                    client_id: client_id.clone(),
+                    event_type: event_type.clone(),
+                    version,
+                    event_id: event_id.clone(),
+                };
+                malformed(format_args!("{name}: {e}"), identity)
+            })
+        };
+        let payload = match (members.payload, members.message) {
+            (Some(json), _) => Some((parse(json, "payload")?, json)),
+            (None, Some(json)) => match parse(json, "message")? {
+                message @ Value::String(_) => Some((message, json)),
+                other => {
+                    errors.push(format!("message: expected a string, got {}", kind_of(&other)));
+                    None
+                }
+            },
             (None, None) => {
                 errors.push("payload: required (or the legacy string `message`)".to_owned());
                 None
@@ -67,13 +128,12 @@ impl Envelope {
         };
 
         match (client_id, event_type, version, payload) {
-            (Some(client_id), Some(event_type), Some(version), Some(payload)) if errors.is_empty() => {
-                Ok(Envelope { client_id, event_type, version, event_id, occurred_at, payload })
+            (Some(client_id), Some(event_type), Some(version), Some((payload, payload_json))) if errors.is_empty() => {
+                Ok(Envelope { client_id, event_type, version, event_id, occurred_at, payload, payload_json })
             }
-            (client_id, event_type, version, _) => Err((
-                Rejection { reason: Reason::InvalidEnvelope, detail: json!({ "errors": errors }) },
-                Identity { client_id, event_type, version, event_id },
-            )),
+            (client_id, event_type, version, _) => {
+                Err(invalid(errors, Identity { client_id, event_type, version, event_id }))
+            }
         }
     }
 
@@ -88,8 +148,8 @@ impl Envelope {
 }
 
 /// A string identifier: 1..=128 characters and no NUL (text columns refuse it).
-fn id_field(fields: &mut Map<String, Value>, name: &str, required: bool, errors: &mut Vec<String>) -> Option<String> {
-    match fields.remove(name) {
+fn id_field(member: Option<Value>, name: &str, required: bool, errors: &mut Vec<String>) -> Option<String> {
+    match member {
         None | Some(Value::Null) if !required => None,
         None | Some(Value::Null) => {
             errors.push(format!("{name}: required"));
@@ -111,8 +171,8 @@ fn id_field(fields: &mut Map<String, Value>, name: &str, required: bool, errors:
     }
 }
 
-fn version_field(fields: &Map<String, Value>, errors: &mut Vec<String>) -> Option<i32> {
-    match fields.get("version") {
+fn version_field(member: Option<Value>, errors: &mut Vec<String>) -> Option<i32> {
+    match &member {
         None | Some(Value::Null) => Some(1),
         Some(Value::Number(n)) => match n.as_i64().and_then(|v| i32::try_from(v).ok()) {
             Some(v) if v >= 1 => Some(v),
@@ -128,8 +188,8 @@ fn version_field(fields: &Map<String, Value>, errors: &mut Vec<String>) -> Optio
     }
 }
 
-fn occurred_at_field(fields: &Map<String, Value>, errors: &mut Vec<String>) -> Option<DateTime<Utc>> {
-    match fields.get("occurred_at") {
+fn occurred_at_field(member: Option<Value>, errors: &mut Vec<String>) -> Option<DateTime<Utc>> {
+    match &member {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
             Ok(t) => Some(t.with_timezone(&Utc)),
@@ -242,6 +302,33 @@ mod tests {
     fn deep_nesting_is_malformed_not_a_crash() {
         let body = "[".repeat(10_000) + &"]".repeat(10_000);
         assert_eq!(reason(&body), Reason::MalformedJson);
+        // Inside the payload, with the envelope's fields kept for the rejection.
+        let nested = "[".repeat(10_000) + &"]".repeat(10_000);
+        let (rejection, identity) =
+            Envelope::parse(&format!(r#"{{"client_id":"c","event_type":"t","payload":{nested}}}"#)).unwrap_err();
+        assert_eq!((rejection.reason, identity.client_id.as_deref()), (Reason::MalformedJson, Some("c")));
+    }
+
+    #[test]
+    fn keeps_the_payload_as_sent_and_reads_null_as_a_value() {
+        let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","payload": {"b":1, "a":[1, 2.50]} }"#).unwrap();
+        assert_eq!(e.payload_json.get(), r#"{"b":1, "a":[1, 2.50]}"#);
+        assert_eq!(e.payload, json!({"a": [1, 2.5], "b": 1}));
+        let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","payload":null,"version":null}"#).unwrap();
+        assert_eq!((e.payload, e.payload_json.get(), e.version), (Value::Null, "null", 1));
+    }
+
+    #[test]
+    fn a_member_given_twice_is_an_invalid_envelope() {
+        let (rejection, _) =
+            Envelope::parse(r#"{"client_id":"a","event_type":"t","client_id":"b","payload":{}}"#).unwrap_err();
+        assert_eq!(rejection.reason, Reason::InvalidEnvelope);
+        assert!(
+            rejection.detail["errors"][0].as_str().unwrap().contains("duplicate field `client_id`"),
+            "{rejection:?}"
+        );
+        // Members the envelope does not read may repeat, as before.
+        assert!(Envelope::parse(r#"{"client_id":"a","event_type":"t","x":1,"x":2,"payload":{}}"#).is_ok());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! PostgreSQL would refuse never reaches a batch insert.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::registry::Registry;
 
@@ -22,14 +22,16 @@ pub use rejection::{Reason, Rejection};
 pub use schema::{violation, Schema};
 
 /// An accepted event, ready for the `message` table.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub client_id: String,
     /// The idempotency key: the producer's `event_id`, or the SQS message id.
     pub event_id: String,
     pub event_type: String,
     pub version: i32,
-    pub payload: Value,
+    /// The payload's JSON text as the producer sent it: what is stored, never
+    /// re-serialised (jsonb keeps the same value whatever its spacing or key order).
+    pub payload: Box<RawValue>,
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
@@ -40,7 +42,7 @@ pub struct Rejected {
     pub identity: Identity,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Verdict {
     Accepted(Event),
     Rejected(Rejected),
@@ -77,13 +79,13 @@ pub fn classify(body: &str, sqs_message_id: &str, registry: &Registry) -> Verdic
     if let Some(rejection) = violation(schema, &envelope.payload) {
         return reject(rejection);
     }
-    let Envelope { client_id, event_type, version, event_id, occurred_at, payload } = envelope;
+    let Envelope { client_id, event_type, version, event_id, occurred_at, payload_json, .. } = envelope;
     Verdict::Accepted(Event {
         client_id,
         event_id: event_id.unwrap_or_else(|| sqs_message_id.to_owned()),
         event_type,
         version,
-        payload,
+        payload: payload_json.to_owned(),
         occurred_at,
     })
 }
