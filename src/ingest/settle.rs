@@ -1,5 +1,5 @@
 //! Settling: classified messages are grouped into batches, each batch is committed in
-//! one transaction and only then deleted from SQS; a batch that cannot be committed
+//! one statement and only then deleted from SQS; a batch that cannot be committed
 //! in time is released back to SQS instead. [`Settlement`] is the outcome of one
 //! batch, so each step can be driven and checked on its own.
 

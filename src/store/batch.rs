@@ -1,5 +1,6 @@
-//! One transaction per batch: the rows of accepted and rejected messages, written
-//! with `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO NOTHING`.
+//! One statement per batch (one round trip, its own transaction): the rows of accepted
+//! and rejected messages, written with `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT
+//! DO NOTHING`, the payloads sent as the JSON text the producer wrote.
 //!
 //! Each SQS message ends in exactly one table, whatever order its verdicts come in:
 //! the first verdict that commits wins, and a redelivery judged differently (the
@@ -98,10 +99,11 @@ pub struct CommitOutcome {
 }
 
 impl Store {
-    /// Commits a batch in one transaction. If PostgreSQL refuses a row permanently,
-    /// the batch is split so that only the refused rows become `unstorable`
-    /// rejections (their verdicts are changed in place) and the rest commit.
-    /// On a transient error nothing is stored and the caller retries.
+    /// Commits a batch in one statement (see [`INSERT_BATCH`]). If PostgreSQL refuses a
+    /// row permanently, the batch is split so that only the refused rows become
+    /// `unstorable` rejections (their verdicts are changed in place) and the rest
+    /// commit. On a transient error the caller retries; what a failed attempt wrote
+    /// is a duplicate then.
     #[tracing::instrument(skip_all, fields(batch = batch.len()), err(Display))]
     pub async fn commit_batch(&self, batch: &mut [Classified]) -> Result<CommitOutcome, StoreError> {
         match self.try_commit(batch).await {

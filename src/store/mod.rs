@@ -1,8 +1,8 @@
-//! The PostgreSQL store: migrations, and the one transaction per batch that makes a
+//! The PostgreSQL store: migrations, and the one statement per batch that makes a
 //! message's row durable before the message may leave SQS.
 //!
-//! Each batch is two set-based statements (`INSERT ... SELECT FROM UNNEST(...) ON
-//! CONFLICT DO NOTHING`), prepared once per connection. A conflict is a duplicate,
+//! Each batch is one set-based statement (`INSERT ... SELECT FROM UNNEST(...) ON
+//! CONFLICT DO NOTHING` into both tables), prepared once per connection. A conflict is a duplicate,
 //! and a duplicate is a success: that is what makes redeliveries harmless.
 
 use std::time::Duration;
