@@ -298,7 +298,7 @@ impl<'a> EventColumns<'a> {
         ]
     }
 
-    /// The rows `insert` did not write whose key holds other content, each with its
+    /// The rows the batch statement did not write whose key holds other content, each with its
     /// `conflicting_duplicate` verdict, by batch position. The others are duplicates:
     /// the same content again, or a message already settled as rejected.
     async fn conflicts(
