@@ -12,7 +12,7 @@
 //!   rejection reasons. Pure: no I/O, nothing from SQS or the store.
 //! - [`registry`]: clients, event types with their compiled schemas, subscriptions;
 //!   the cached snapshot and the registry file (`apply` / `export`).
-//! - [`store`]: PostgreSQL: pool, migrations, one idempotent statement per batch, replay.
+//! - [`store`]: PostgreSQL: pool, migrations, one idempotent statement per batch (two more when an event id conflicts), replay.
 //! - [`ingest`]: the processor: pollers, batching, commit then delete, heartbeats,
 //!   backpressure, outage handling, shutdown. The only part that knows SQS,
 //!   validation and the store together.

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use event_processor::validation::{find_nul, MAX_ID_CHARS};
 use event_processor::registry::{Registry, RegistryFile};
-use event_processor::validation::{classify, Verdict};
+use event_processor::validation::{classify, numbers_fit_numeric, Verdict};
 use libfuzzer_sys::fuzz_target;
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry::from_file(&RegistryFile::demo()).unwrap());
@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         Verdict::Accepted(e) => {
             let payload: serde_json::Value = serde_json::from_str(e.payload.get()).expect("an accepted payload is JSON");
             assert!(find_nul(&payload).is_none(), "accepted a payload jsonb would refuse");
+            assert!(numbers_fit_numeric(e.payload.get()), "a number numeric would refuse");
             for id in [&e.client_id, &e.event_type, &e.event_id] {
                 assert!(!id.contains('\0') && !id.is_empty() && id.chars().count() <= MAX_ID_CHARS);
             }

@@ -1,5 +1,6 @@
-//! The PostgreSQL store: migrations, and the one statement per batch that makes a
-//! message's row durable before the message may leave SQS.
+//! The PostgreSQL store: migrations, and the one statement per batch (two more when an
+//! event id arrives with other content) that makes a message's row durable before the
+//! message may leave SQS.
 //!
 //! Each batch is one set-based statement (`INSERT ... SELECT FROM UNNEST(...) ON
 //! CONFLICT DO NOTHING` into both tables), prepared once per connection. A conflict is a duplicate,

@@ -91,7 +91,11 @@ impl<'a> Envelope<'a> {
             });
         }
         let members: Members<'a> = serde_json::from_str(body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => invalid(vec![e.to_string()], Identity::default()),
+            // A member given twice stops the read there: the rest must still be JSON.
+            serde_json::error::Category::Data => match serde_json::from_str::<serde::de::IgnoredAny>(body) {
+                Ok(_) => invalid(vec![e.to_string()], Identity::default()),
+                Err(syntax) => malformed(syntax, Identity::default()),
+            },
             _ => malformed(e, Identity::default()),
         })?;
 
@@ -327,6 +331,8 @@ mod tests {
             rejection.detail["errors"][0].as_str().unwrap().contains("duplicate field `client_id`"),
             "{rejection:?}"
         );
+        // Not JSON after the repeated member: malformed, as without the repetition.
+        assert_eq!(reason(r#"{"client_id":"a","client_id" oops"#), Reason::MalformedJson);
         // Members the envelope does not read may repeat, as before.
         assert!(Envelope::parse(r#"{"client_id":"a","event_type":"t","x":1,"x":2,"payload":{}}"#).is_ok());
     }

@@ -79,15 +79,62 @@ pub fn classify(body: &str, sqs_message_id: &str, registry: &Registry) -> Verdic
     if let Some(rejection) = violation(schema, &envelope.payload) {
         return reject(rejection);
     }
-    let Envelope { client_id, event_type, version, event_id, occurred_at, payload_json, .. } = envelope;
+    let Envelope { client_id, event_type, version, event_id, occurred_at, payload, payload_json } = envelope;
+    // The text as sent, unless a number in it is beyond what PostgreSQL's numeric takes
+    // (serde_json reads `1e-20000` as 0.0; jsonb refuses it): then the text of what
+    // was read and validated.
+    let payload = match numbers_fit_numeric(payload_json.get()) {
+        true => payload_json.to_owned(),
+        false => serde_json::value::to_raw_value(&payload).expect("a Value always serialises"),
+    };
     Verdict::Accepted(Event {
         client_id,
         event_id: event_id.unwrap_or_else(|| sqs_message_id.to_owned()),
         event_type,
         version,
-        payload: payload_json.to_owned(),
+        payload,
         occurred_at,
     })
+}
+
+/// Whether every number in a JSON text is one PostgreSQL's `numeric` takes as written:
+/// at most 4 exponent digits and 1,000 characters (it refuses more than 16,383
+/// decimal places, and exponents past about 10^9).
+pub fn numbers_fit_numeric(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                let mut exponent_digits: Option<usize> = None;
+                while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                    match bytes[i] {
+                        b'e' | b'E' => exponent_digits = Some(0),
+                        b'0'..=b'9' => {
+                            if let Some(n) = exponent_digits.as_mut() {
+                                *n += 1
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                if i - start > 1000 || exponent_digits.is_some_and(|n| n > 4) {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -122,6 +169,35 @@ mod tests {
         ];
         for (body, reason) in cases {
             assert_eq!(verdict(body).reason(), Some(reason), "{body}");
+        }
+    }
+
+    #[test]
+    fn numbers_postgres_would_refuse_are_stored_as_they_were_read() {
+        for (number, fits) in [
+            ("12.5", true),
+            ("-1e-9999", true),
+            ("1e-20000", false),
+            ("0e99999999999", false),
+            (&format!("1.{}", "0".repeat(20_000)), false),
+        ] {
+            assert_eq!(
+                numbers_fit_numeric(&format!(r#"{{"a":[1,{number}],"s":"1e-99999 \" 1e-99999"}}"#)),
+                fits,
+                "{number}"
+            );
+        }
+        let file: RegistryFile = serde_json::from_value(serde_json::json!({
+            "clients": [{"id": "c"}],
+            "event_types": [{"name": "t", "version": 1, "schema": {}}],
+            "subscriptions": [{"client": "c", "event_type": "t"}],
+        }))
+        .unwrap();
+        let registry = Registry::from_file(&file).unwrap();
+        for (payload, stored) in [(r#"[1e-20000, 2.5]"#, "[0.0,2.5]"), (r#"{"a": 1e-9999}"#, r#"{"a": 1e-9999}"#)] {
+            let body = format!(r#"{{"client_id":"c","event_type":"t","payload":{payload}}}"#);
+            let Verdict::Accepted(e) = classify(&body, "sqs-1", &registry) else { panic!("rejected: {body}") };
+            assert_eq!(e.payload.get(), stored);
         }
     }
 }
