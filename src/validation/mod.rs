@@ -105,12 +105,16 @@ pub fn numbers_fit_numeric(json: &str) -> bool {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
+            // Strings: jump from quote or backslash to the next, past escapes.
             b'"' => {
                 i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                while let Some(at) = memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
+                    i += at + 1;
+                    if bytes[i - 1] == b'"' {
+                        break;
+                    }
+                    i += 1; // the escaped character
                 }
-                i += 1;
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
