@@ -135,7 +135,7 @@ impl MessageQueue for Queue {
             Ok(QueueAttributes {
                 visibility_timeout: Duration::from_secs(get(QueueAttributeName::VisibilityTimeout).unwrap_or(30)),
                 max_message_size: get(QueueAttributeName::MaximumMessageSize).unwrap_or(262_144) as usize,
-                fifo: self.url.ends_with(".fifo"),
+                fifo: self.is_fifo(),
             })
         })
     }
