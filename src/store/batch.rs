@@ -269,7 +269,7 @@ impl<'a> EventColumns<'a> {
                 c.event_id.push(&e.event_id);
                 c.event_type.push(&e.event_type);
                 c.version.push(e.version);
-                c.payload.push(JsonText(e.payload.get()));
+                c.payload.push(JsonText(&e.payload));
                 c.occurred_at.push(e.occurred_at);
                 c.sent_at.push(item.arrival.sent_at);
                 c.received_at.push(item.arrival.received_at);

@@ -29,7 +29,7 @@ pub struct Envelope<'a> {
     /// `payload`, or the legacy string `message` of the original producers, parsed.
     pub payload: Value,
     /// The same payload as its JSON text in the body.
-    pub payload_json: &'a RawValue,
+    pub payload_json: &'a str,
 }
 
 /// What could be read of an envelope, kept with a rejection so operators (and
@@ -44,9 +44,11 @@ pub struct Identity {
 
 /// The envelope's fields as found in the body: present (even as `null`) or absent.
 /// Any other member is skipped; a member given twice makes the envelope invalid, as
-/// two readers could disagree on which one counts.
+/// two readers could disagree on which one counts. `P` is how the payload is read:
+/// parsed (`Value`) or kept as text (`&RawValue`).
 #[derive(Deserialize)]
-struct Members<'a> {
+#[serde(bound(deserialize = "P: Deserialize<'de>"))]
+struct Members<P> {
     #[serde(default, deserialize_with = "present")]
     client_id: Option<Value>,
     #[serde(default, deserialize_with = "present")]
@@ -57,10 +59,10 @@ struct Members<'a> {
     version: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     occurred_at: Option<Value>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    payload: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    message: Option<&'a RawValue>,
+    #[serde(default, deserialize_with = "present")]
+    payload: Option<P>,
+    #[serde(default, deserialize_with = "present")]
+    message: Option<P>,
 }
 
 /// A member that is there, `null` included (`Option`'s own impl reads `null` as absent).
@@ -90,7 +92,23 @@ impl<'a> Envelope<'a> {
                 ),
             });
         }
-        let members: Members<'a> = serde_json::from_str(body).map_err(|e| match e.classify() {
+        // The common case in one pass: the payload is parsed with the envelope, and its
+        // text is then found by a scan of the body, which is JSON by then.
+        if let Ok(members) = serde_json::from_str::<Members<Value>>(body) {
+            let (fields, payload) = members.split();
+            match payload {
+                None => return fields.envelope(None),
+                Some((value, name)) => {
+                    if let Some(text) = member_text(body, name) {
+                        return fields.envelope(Some((value, text, name)));
+                    }
+                }
+            }
+        }
+        // Otherwise (not JSON, a member given twice, a payload key written with escapes)
+        // two passes: they tell a syntax error from a repeated member, and keep the
+        // envelope's fields when only the payload is not JSON.
+        let members: Members<&'a RawValue> = serde_json::from_str(body).map_err(|e| match e.classify() {
             // A member given twice stops the read there: the rest must still be JSON.
             serde_json::error::Category::Data => match serde_json::from_str::<serde::de::IgnoredAny>(body) {
                 Ok(_) => invalid(vec![e.to_string()], Identity::default()),
@@ -98,47 +116,15 @@ impl<'a> Envelope<'a> {
             },
             _ => malformed(e, Identity::default()),
         })?;
-
-        let mut errors = Vec::new();
-        let client_id = id_field(members.client_id, "client_id", true, &mut errors);
-        let event_type = id_field(members.event_type, "event_type", true, &mut errors);
-        let event_id = id_field(members.event_id, "event_id", false, &mut errors);
-        let version = version_field(members.version, &mut errors);
-        let occurred_at = occurred_at_field(members.occurred_at, &mut errors);
-        let parse = |json: &RawValue, name: &str| {
-            serde_json::from_str::<Value>(json.get()).map_err(|e| {
-                let identity = Identity {
-                    client_id: client_id.clone(),
-                    event_type: event_type.clone(),
-                    version,
-                    event_id: event_id.clone(),
-                };
-                malformed(format_args!("{name}: {e}"), identity)
-            })
-        };
-        let payload = match (members.payload, members.message) {
-            (Some(json), _) => Some((parse(json, "payload")?, json)),
-            (None, Some(json)) => match parse(json, "message")? {
-                message @ Value::String(_) => Some((message, json)),
-                other => {
-                    errors.push(format!("message: expected a string, got {}", kind_of(&other)));
-                    None
-                }
+        let (fields, payload) = members.split();
+        let payload = match payload {
+            None => None,
+            Some((json, name)) => match serde_json::from_str::<Value>(json.get()) {
+                Ok(value) => Some((value, json.get(), name)),
+                Err(e) => return Err(malformed(format_args!("{name}: {e}"), fields.identity)),
             },
-            (None, None) => {
-                errors.push("payload: required (or the legacy string `message`)".to_owned());
-                None
-            }
         };
-
-        match (client_id, event_type, version, payload) {
-            (Some(client_id), Some(event_type), Some(version), Some((payload, payload_json))) if errors.is_empty() => {
-                Ok(Envelope { client_id, event_type, version, event_id, occurred_at, payload, payload_json })
-            }
-            (client_id, event_type, version, _) => {
-                Err(invalid(errors, Identity { client_id, event_type, version, event_id }))
-            }
-        }
+        fields.envelope(payload)
     }
 
     pub fn identity(&self) -> Identity {
@@ -147,6 +133,158 @@ impl<'a> Envelope<'a> {
             event_type: Some(self.event_type.clone()),
             version: Some(self.version),
             event_id: self.event_id.clone(),
+        }
+    }
+}
+
+/// The envelope's fields other than the payload: those well-formed, and what is wrong
+/// with the others.
+struct Fields {
+    identity: Identity,
+    occurred_at: Option<DateTime<Utc>>,
+    errors: Vec<String>,
+}
+
+impl<P> Members<P> {
+    /// The fields, checked, and the payload member (`payload`, else the legacy
+    /// `message`) with its name.
+    fn split(self) -> (Fields, Option<(P, &'static str)>) {
+        let mut errors = Vec::new();
+        let identity = Identity {
+            client_id: id_field(self.client_id, "client_id", true, &mut errors),
+            event_type: id_field(self.event_type, "event_type", true, &mut errors),
+            event_id: id_field(self.event_id, "event_id", false, &mut errors),
+            version: version_field(self.version, &mut errors),
+        };
+        let occurred_at = occurred_at_field(self.occurred_at, &mut errors);
+        let payload = match (self.payload, self.message) {
+            (Some(payload), _) => Some((payload, "payload")),
+            (None, Some(message)) => Some((message, "message")),
+            (None, None) => None,
+        };
+        (Fields { identity, occurred_at, errors }, payload)
+    }
+}
+
+impl Fields {
+    /// The envelope, when every field and the payload (parsed, its text, and the
+    /// member it came from) are well-formed.
+    fn envelope<'a>(mut self, payload: Option<(Value, &'a str, &str)>) -> Result<Envelope<'a>, (Rejection, Identity)> {
+        let payload = match payload {
+            Some((message, _, "message")) if !message.is_string() => {
+                self.errors.push(format!("message: expected a string, got {}", kind_of(&message)));
+                None
+            }
+            Some((value, text, _)) => Some((value, text)),
+            None => {
+                self.errors.push("payload: required (or the legacy string `message`)".to_owned());
+                None
+            }
+        };
+        let Identity { client_id, event_type, version, event_id } = self.identity;
+        match (client_id, event_type, version, payload) {
+            (Some(client_id), Some(event_type), Some(version), Some((payload, payload_json)))
+                if self.errors.is_empty() =>
+            {
+                Ok(Envelope {
+                    client_id,
+                    event_type,
+                    version,
+                    event_id,
+                    occurred_at: self.occurred_at,
+                    payload,
+                    payload_json,
+                })
+            }
+            (client_id, event_type, version, _) => {
+                Err(invalid(self.errors, Identity { client_id, event_type, version, event_id }))
+            }
+        }
+    }
+}
+
+/// The text of the top-level member `name` of an object's JSON text that is known to
+/// be valid (it was just parsed), without the whitespace around it, as `RawValue`
+/// gives it. Strings are jumped over with memchr rather than read. `None` when the
+/// member is missing or a key is written with escapes.
+fn member_text<'a>(object: &'a str, name: &str) -> Option<&'a str> {
+    let bytes = object.as_bytes();
+    let mut i = skip_whitespace(bytes, 0) + 1; // past `{`
+    loop {
+        i = skip_whitespace(bytes, i);
+        if bytes.get(i) != Some(&b'"') {
+            return None; // `}`: no such member
+        }
+        let key_end = string_end(bytes, i)?;
+        let key = &bytes[i + 1..key_end - 1];
+        if key.contains(&b'\\') {
+            return None;
+        }
+        let start = skip_whitespace(bytes, skip_whitespace(bytes, key_end) + 1); // past `:`
+        let end = value_end(bytes, start)?;
+        if key == name.as_bytes() {
+            return object.get(start..end);
+        }
+        i = skip_whitespace(bytes, end);
+        if bytes.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+}
+
+fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Just past the closing quote of the string opening at `i`.
+fn string_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+        if bytes[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2; // the backslash and the character it escapes
+    }
+}
+
+/// Just past the value starting at `i`.
+fn value_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+    match bytes.get(i)? {
+        b'"' => string_end(bytes, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            loop {
+                match bytes.get(i)? {
+                    b'"' => {
+                        i = string_end(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        // A number or a literal.
+        _ => {
+            let rest = &bytes[i..];
+            Some(
+                i + rest
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                    .unwrap_or(rest.len()),
+            )
         }
     }
 }
@@ -316,10 +454,10 @@ mod tests {
     #[test]
     fn keeps_the_payload_as_sent_and_reads_null_as_a_value() {
         let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","payload": {"b":1, "a":[1, 2.50]} }"#).unwrap();
-        assert_eq!(e.payload_json.get(), r#"{"b":1, "a":[1, 2.50]}"#);
+        assert_eq!(e.payload_json, r#"{"b":1, "a":[1, 2.50]}"#);
         assert_eq!(e.payload, json!({"a": [1, 2.5], "b": 1}));
         let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","payload":null,"version":null}"#).unwrap();
-        assert_eq!((e.payload, e.payload_json.get(), e.version), (Value::Null, "null", 1));
+        assert_eq!((e.payload, e.payload_json, e.version), (Value::Null, "null", 1));
     }
 
     #[test]
@@ -335,6 +473,29 @@ mod tests {
         assert_eq!(reason(r#"{"client_id":"a","client_id" oops"#), Reason::MalformedJson);
         // Members the envelope does not read may repeat, as before.
         assert!(Envelope::parse(r#"{"client_id":"a","event_type":"t","x":1,"x":2,"payload":{}}"#).is_ok());
+    }
+
+    #[test]
+    fn the_payload_text_found_by_the_scan_is_the_one_a_full_read_finds() {
+        let bodies = [
+            r#"{"payload":{"a":"}\"{","b":[1,{"c":"]"}]},"client_id":"c"}"#,
+            r#" { "x" : "payload" , "y":{"payload":1}, "payload" :	[ "\\", {} ] , "z":2 }"#,
+            r#"{"n":-1.5e3,"t":true,"payload":12.50}"#,
+            r#"{"payload":"a \"quoted\" \\ string"}"#,
+            r#"{"message":"legacy","payload":null}"#,
+            r#"{"k":{"payload\u0000":[]},"payload":false}"#,
+        ];
+        for body in bodies {
+            let read: Members<&RawValue> = serde_json::from_str(body).unwrap();
+            assert_eq!(member_text(body, "payload"), read.payload.map(RawValue::get), "{body}");
+        }
+        assert_eq!(member_text(r#"{"message":"m"}"#, "message"), Some(r#""m""#));
+        assert_eq!(member_text(r#"{"a":1}"#, "payload"), None, "a missing member");
+        assert_eq!(member_text(r#"{"pay\u006coad":1}"#, "payload"), None, "an escaped key: the two-pass way");
+        assert_eq!(member_text(r#"{"k\n":1,"payload":2}"#, "payload"), None, "any escaped key before it, too");
+        // Which the envelope then reads like any other.
+        let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","pay\u006coad": {"a":1}}"#).unwrap();
+        assert_eq!((e.payload_json, e.payload), (r#"{"a":1}"#, json!({"a": 1})));
     }
 
     #[test]

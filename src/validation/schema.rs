@@ -1,6 +1,8 @@
 //! JSON Schemas: compiled once per (event type, version), and the
 //! `schema_violation` rejection that lists where and why a payload fails.
 
+use std::fmt;
+
 use serde_json::{json, Value};
 
 use super::rejection::{Reason, Rejection};
@@ -37,21 +39,41 @@ pub fn violation(schema: &Schema, payload: &Value) -> Option<Rejection> {
     let listed: Vec<Value> = errors
         .take(MAX_ERRORS)
         .map(|e| {
-            // Messages quote the offending value, which may be huge: keep them short.
-            let mut message = e.to_string();
-            if message.len() > MAX_MESSAGE_CHARS {
-                let cut = (0..=MAX_MESSAGE_CHARS).rev().find(|&i| message.is_char_boundary(i)).unwrap_or(0);
-                message.truncate(cut);
-                message.push('…');
-            }
             json!({
                 "instance_path": e.instance_path().to_string(),
                 "schema_path": e.schema_path().to_string(),
-                "message": message,
+                "message": shortened(&e, MAX_MESSAGE_CHARS),
             })
         })
         .collect();
     Some(Rejection { reason: Reason::SchemaViolation, detail: json!({ "errors": listed }) })
+}
+
+/// The first `limit` bytes of `value`'s text, cut at a character boundary and ended
+/// with '…' when there was more. Messages quote the offending value, which may be the
+/// whole payload: formatting stops at the limit rather than writing it all out first.
+fn shortened(value: &impl fmt::Display, limit: usize) -> String {
+    struct Bounded {
+        text: String,
+        limit: usize,
+    }
+    impl fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = self.limit - self.text.len();
+            if s.len() <= room {
+                self.text.push_str(s);
+                return Ok(());
+            }
+            let cut = (0..=room).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+            self.text.push_str(&s[..cut]);
+            Err(fmt::Error) // stops the formatting
+        }
+    }
+    let mut bounded = Bounded { text: String::new(), limit };
+    if fmt::write(&mut bounded, format_args!("{value}")).is_err() {
+        bounded.text.push('…');
+    }
+    bounded.text
 }
 
 #[cfg(test)]
@@ -70,6 +92,19 @@ mod tests {
         let paths: Vec<&str> =
             detail["errors"].as_array().unwrap().iter().map(|e| e["instance_path"].as_str().unwrap()).collect();
         assert!(paths.contains(&"/action") && paths.contains(&"/at"), "{detail}");
+    }
+
+    #[test]
+    fn messages_quoting_a_huge_value_are_cut_short() {
+        let schema = Schema::compile(json!({"type": "string"})).unwrap();
+        let huge = json!({ "text": "é".repeat(10_000) });
+        let detail = violation(&schema, &huge).unwrap().detail;
+        let message = detail["errors"][0]["message"].as_str().unwrap();
+        assert!(message.starts_with(r#"{"text":"éé"#) && message.ends_with('…'), "{message}");
+        assert!(message.len() <= 300 + '…'.len_utf8(), "{} bytes", message.len());
+        assert_eq!(shortened(&"short", 300), "short", "a message within the limit is kept whole");
+        assert_eq!(shortened(&"abcdef", 6), "abcdef", "exactly at the limit: no ellipsis");
+        assert_eq!(shortened(&"abcdefg", 6), "abcdef…");
     }
 
     #[test]

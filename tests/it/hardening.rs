@@ -115,7 +115,7 @@ fn accepted(message_id: &str, event_id: &str, payload: serde_json::Value) -> Cla
         version: 2,
         event_id: event_id.into(),
         occurred_at: None,
-        payload: serde_json::value::to_raw_value(&payload).unwrap(),
+        payload: payload.to_string().into(),
     };
     let arrival = Arrival {
         message_id: message_id.into(),

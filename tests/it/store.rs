@@ -20,7 +20,7 @@ fn accepted(event_id: &str, payload: serde_json::Value) -> Classified {
             event_id: event_id.into(),
             event_type: "user-app".into(),
             version: 1,
-            payload: serde_json::value::to_raw_value(&payload).unwrap(),
+            payload: payload.to_string().into(),
             occurred_at: None,
         }),
     }
