@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use metrics::Gauge;
+
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -31,12 +33,14 @@ pub(super) struct Held {
     pub(super) slots: Arc<Semaphore>,
     pub(super) bytes: Arc<Semaphore>,
     entries: Mutex<Entries>,
+    /// `event_processor_in_flight` and `event_processor_held_bytes`, looked up once.
+    gauges: (Gauge, Gauge),
 }
 
 /// The held messages, and the byte units they hold in all (kept, not summed per call).
 #[derive(Default)]
 struct Entries {
-    by_handle: HashMap<String, Entry>,
+    by_handle: HashMap<String, Entry, foldhash::fast::RandomState>,
     units: usize,
 }
 
@@ -50,6 +54,7 @@ impl Held {
             slots: Arc::new(Semaphore::new(capacity)),
             bytes: Arc::new(Semaphore::new(units)),
             entries: Mutex::default(),
+            gauges: (metrics::gauge!("event_processor_in_flight"), metrics::gauge!("event_processor_held_bytes")),
         }
     }
 
@@ -65,7 +70,7 @@ impl Held {
             held.units += units as usize;
             held.by_handle.insert(handle.to_owned(), Entry { visible_until: until, units });
         }
-        Self::report(&held);
+        self.report(&held);
     }
 
     /// Forgets messages that were deleted or released, freeing their slots and bytes.
@@ -79,15 +84,15 @@ impl Held {
             }
         }
         held.units -= units;
-        Self::report(&held);
+        self.report(&held);
         drop(held);
         self.slots.add_permits(freed);
         self.bytes.add_permits(units);
     }
 
-    fn report(held: &Entries) {
-        metrics::gauge!("event_processor_in_flight").set(held.by_handle.len() as f64);
-        metrics::gauge!("event_processor_held_bytes").set((held.units * UNIT) as f64);
+    fn report(&self, held: &Entries) {
+        self.gauges.0.set(held.by_handle.len() as f64);
+        self.gauges.1.set((held.units * UNIT) as f64);
     }
 
     /// Receipt handles that become visible before `before`, with when they do. Nothing

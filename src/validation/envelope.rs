@@ -1,10 +1,11 @@
 //! The envelope every SQS message body carries, parsed without trusting anything in it.
 //!
-//! One pass over the body reads the envelope's fields and keeps the payload as the
-//! JSON text it was sent as (what the store writes, so it is never re-serialised); the
-//! payload is then parsed once, for validation. "Not JSON" (`malformed_json`) and
-//! "JSON of the wrong shape" (`invalid_envelope`) are told apart, and every field
-//! problem is reported at once rather than the first one only.
+//! One pass over the body reads the envelope's fields with the payload parsed in it
+//! (for validation); a scan then finds the payload's JSON text as it was sent (what
+//! the store writes, so it is never re-serialised). Bodies that fail that pass take
+//! two, which tell why: "not JSON" (`malformed_json`) and "JSON of the wrong shape"
+//! (`invalid_envelope`) are told apart, and every field problem is reported at once
+//! rather than the first one only.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};

@@ -66,7 +66,9 @@ pub fn classify(body: &str, sqs_message_id: &str, registry: &Registry) -> Verdic
     let reject = |rejection: Rejection| Verdict::Rejected(Rejected { rejection, identity: envelope.identity() });
     // A NUL reaches a parsed string only through the escape `\u0000` (JSON allows no raw
     // one), so a body without it needs no walk of its payload.
-    if let Some(path) = body.contains("\\u0000").then(|| find_nul(&envelope.payload)).flatten() {
+    if let Some(path) =
+        memchr::memmem::find(body.as_bytes(), br"\u0000").is_some().then(|| find_nul(&envelope.payload)).flatten()
+    {
         return reject(Rejection::new(
             Reason::Unstorable,
             format!("payload{path}: U+0000 cannot be stored in PostgreSQL jsonb"),

@@ -31,6 +31,7 @@ impl Schema {
 pub fn violation(schema: &Schema, payload: &Value) -> Option<Rejection> {
     const MAX_ERRORS: usize = 20;
     const MAX_MESSAGE_CHARS: usize = 300;
+    const MAX_QUOTED_CHARS: usize = 64;
     // The validator's fast path: no error values are built for the payloads that pass.
     if schema.validator.is_valid(payload) {
         return None;
@@ -39,10 +40,20 @@ pub fn violation(schema: &Schema, payload: &Value) -> Option<Rejection> {
     let listed: Vec<Value> = errors
         .take(MAX_ERRORS)
         .map(|e| {
+            let message = match &**e.instance() {
+                // Quoting a long string would escape all of it before the cut, and cut
+                // off why it failed: its start stands in for it.
+                Value::String(s) if s.len() > MAX_MESSAGE_CHARS => {
+                    let head = (0..=MAX_QUOTED_CHARS).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                    let quoted = Value::String(format!("{}…", &s[..head])).to_string();
+                    shortened(&e.masked_with(quoted), MAX_MESSAGE_CHARS)
+                }
+                _ => shortened(&e, MAX_MESSAGE_CHARS),
+            };
             json!({
                 "instance_path": e.instance_path().to_string(),
                 "schema_path": e.schema_path().to_string(),
-                "message": shortened(&e, MAX_MESSAGE_CHARS),
+                "message": message,
             })
         })
         .collect();
@@ -102,6 +113,11 @@ mod tests {
         let message = detail["errors"][0]["message"].as_str().unwrap();
         assert!(message.starts_with(r#"{"text":"éé"#) && message.ends_with('…'), "{message}");
         assert!(message.len() <= 300 + '…'.len_utf8(), "{} bytes", message.len());
+        // A long string is quoted by its start, and the reason is kept.
+        let schema = Schema::compile(json!({"type": "object"})).unwrap();
+        let detail = violation(&schema, &json!("x".repeat(100_000))).unwrap().detail;
+        let message = detail["errors"][0]["message"].as_str().unwrap();
+        assert_eq!(message, format!(r#""{}…" is not of type "object""#, "x".repeat(64)));
         assert_eq!(shortened(&"short", 300), "short", "a message within the limit is kept whole");
         assert_eq!(shortened(&"abcdef", 6), "abcdef", "exactly at the limit: no ellipsis");
         assert_eq!(shortened(&"abcdefg", 6), "abcdef…");
