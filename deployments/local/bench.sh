@@ -2,9 +2,11 @@
 # End-to-end benchmark: the processor against the raw SQS drain rate, in one run.
 #
 # Per run: N messages (95% valid v2 events across 50 tenants, 4% bad input of every
-# kind, 1% duplicates) are preloaded into two fresh queues. The processor drains and
-# stores the first; `producers drain` (receive + delete only, same SDK and number of
-# long polls) drains the second. Then, with the processor still running, producers send
+# kind, 1% duplicates) are preloaded into a fresh queue, and N/2 into each of two more.
+# The processor drains and stores the first; `producers drain` (receive + delete only,
+# same SDK and number of long polls) drains one half just before it and the other just
+# after, so a change of the shared machine's speed during the run weighs on the ceiling
+# as on the processor. Then, with the processor still running, producers send
 # LATENCY_N more at half the measured drain rate, for SentTimestamp -> commit latency.
 # Prints a table and one JSON line per run, then the medians.
 #
@@ -40,20 +42,27 @@ results="$out/results.jsonl"
 : > "$results"
 
 for run in $(seq 1 "$RUNS"); do
-  log "run $run/$RUNS: preparing $N messages in two fresh queues"
+  log "run $run/$RUNS: preparing $N messages for the processor, $N for the drain, in fresh queues"
   psql "$server/postgres" -qc "DROP DATABASE IF EXISTS ep_bench_e2e WITH (FORCE)" -c "CREATE DATABASE ep_bench_e2e" >/dev/null
   DATABASE_URL=$db "$bin/processor" registry apply "$registry" >/dev/null 2>&1
   stamp=$(date +%s)-$run
   q_proc=$(aws sqs create-queue --queue-name "ep-bench-proc-$stamp" --output text --query QueueUrl)
-  q_drain=$(aws sqs create-queue --queue-name "ep-bench-drain-$stamp" --output text --query QueueUrl)
-  for q in "$q_proc" "$q_drain"; do
-    DATABASE_URL=$db SQS_QUEUE_URL=$q "$bin/producers" --count "$N" --rate 0 --concurrency 8 --clients 50 --events-file "$events" \
-      --invalid-ratio 0.04 --duplicate-ratio 0.01 --seed "$run" --manifest "$out/manifest-$(basename "$q").jsonl" --quiet >/dev/null 2>&1
-  done
+  q_before=$(aws sqs create-queue --queue-name "ep-bench-drain-a-$stamp" --output text --query QueueUrl)
+  q_after=$(aws sqs create-queue --queue-name "ep-bench-drain-b-$stamp" --output text --query QueueUrl)
+  preload() { # queue count seed
+    DATABASE_URL=$db SQS_QUEUE_URL=$1 "$bin/producers" --count "$2" --rate 0 --concurrency 8 --clients 50 --events-file "$events" \
+      --invalid-ratio 0.04 --duplicate-ratio 0.01 --seed "$3" --manifest "$out/manifest-$(basename "$1").jsonl" --quiet >/dev/null 2>&1
+  }
+  preload "$q_proc" "$N" "$run"
+  preload "$q_before" "$((N / 2))" "$((run + 200))"
+  preload "$q_after" "$((N - N / 2))" "$((run + 300))"
+  drain() { # queue count name
+    SQS_QUEUE_URL=$1 /usr/bin/time -f '%U %S %M' -o "$out/drain-$3.time" \
+      "$bin/producers" drain --count "$2" --idle-secs 5 > "$out/drain-$3.json"
+  }
 
-  log "run $run: raw drain (receive + delete)"
-  SQS_QUEUE_URL=$q_drain /usr/bin/time -f '%U %S %M' -o "$out/drain.time" \
-    "$bin/producers" drain --count "$N" --idle-secs 5 > "$out/drain.json"
+  log "run $run: raw drain of the first half (receive + delete)"
+  drain "$q_before" "$((N / 2))" before
 
   log "run $run: processor"
   DATABASE_URL=$db SQS_QUEUE_URL=$q_proc PROCESSOR_STATS_INTERVAL_SECS=0 PROCESSOR_HTTP_ADDR=127.0.0.1:0 RUST_LOG=warn \
@@ -65,6 +74,28 @@ for run in $(seq 1 "$RUNS"); do
   child=$(pgrep -P "$pid")
   read -r utime stime < <(awk '{print $14, $15}' "/proc/$child/stat")
   echo "$utime $stime $(getconf CLK_TCK)" > "$out/processor-drain.cpu"
+  log "run $run: raw drain of the second half"
+  drain "$q_after" "$((N - N / 2))" after
+  # The ceiling is both halves together: messages over seconds, CPU over messages, less
+  # one start-up of the drain (the CPU of `drain --count 0`, median of 3), so that each
+  # side pays for one start-up, as the processor does.
+  SQS_QUEUE_URL=$q_after python3 - "$out" "$bin/producers" <<'PY'
+import json, resource, statistics, subprocess, sys
+out, producers = sys.argv[1], sys.argv[2]
+def cpu_of(command):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+startup = statistics.median(cpu_of([producers, "drain", "--count", "0"]) for _ in range(3))
+halves = [json.load(open(f"{out}/drain-{h}.json")) for h in ("before", "after")]
+times = [open(f"{out}/drain-{h}.time").read().split()[-3:] for h in ("before", "after")]
+deleted, seconds = sum(h["deleted"] for h in halves), sum(h["seconds"] for h in halves)
+json.dump({"deleted": deleted, "seconds": seconds, "per_second": deleted / seconds, "startup_cpu_s": startup,
+           "halves_per_second": [round(h["per_second"]) for h in halves]}, open(f"{out}/drain.json", "w"))
+user, system = sum(float(t[0]) for t in times), sum(float(t[1]) for t in times)
+open(f"{out}/drain.time", "w").write(f"{user - startup} {system} {max(int(t[2]) for t in times)}")
+PY
   drain_rate=$(python3 -c "import json;print(json.load(open('$out/drain.json'))['per_second'])")
   latency_rate=$(python3 -c "print(max(1, int($drain_rate / 2)))")
   log "run $run: latency at $latency_rate/s (half the drain rate)"
@@ -100,6 +131,7 @@ proc_cpu_us = (int(ut) + int(st)) / int(hz) * 1e6 / n
 drain_cpu_us = (float(du) + float(ds)) * 1e6 / drain["deleted"]
 print(json.dumps({
     "n": n, "processor_msgs_per_s": round(proc_rate), "drain_msgs_per_s": round(drain["per_second"]),
+    "drain_halves_msgs_per_s": drain["halves_per_second"], "drain_startup_cpu_ms": round(drain["startup_cpu_s"] * 1e3, 1),
     "throughput_ratio": round(proc_rate / drain["per_second"], 3),
     "processor_cpu_us_per_msg": round(proc_cpu_us, 1), "drain_cpu_us_per_msg": round(drain_cpu_us, 1),
     "cpu_ratio": round(proc_cpu_us / drain_cpu_us, 3),
@@ -113,7 +145,7 @@ print(json.dumps({
 }))
 PY
   tail -n 1 "$results"
-  aws sqs delete-queue --queue-url "$q_proc"; aws sqs delete-queue --queue-url "$q_drain"
+  for q in "$q_proc" "$q_before" "$q_after"; do aws sqs delete-queue --queue-url "$q"; done
 done
 
 python3 - "$results" <<'PY'
