@@ -1,6 +1,7 @@
 //! The raw drain: receive and delete, nothing else. It is the ceiling the processor is
 //! measured against in the end-to-end benchmark: same SDK, same number of long polls,
-//! deletes pipelined like the processor's.
+//! the same receive requests (20 s wait, the queue's visibility timeout set explicitly,
+//! the same attributes), deletes pipelined like the processor's.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::sqs::{Queue, MAX_BATCH};
+use crate::sqs::{MessageQueue, Queue, MAX_BATCH};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DrainSummary {
@@ -20,8 +21,13 @@ pub struct DrainSummary {
     pub per_second: f64,
 }
 
-/// Drains until `count` messages are deleted, or the queue stays empty for `idle`.
+/// Drains until `count` messages are deleted, or the queue stays empty for `idle`
+/// (noticed after a long poll, so within 20 s of it).
 pub async fn run(queue: Queue, pollers: usize, count: Option<u64>, idle: Duration) -> anyhow::Result<DrainSummary> {
+    // As the processor asks: LocalStack answers a 20 s long poll more cheaply than a 1 s one.
+    let attributes = MessageQueue::attributes(&queue).await?;
+    let visibility = Some(attributes.visibility_timeout.max(Duration::from_secs(1)));
+    let wait = Duration::from_secs(20);
     let deleted = Arc::new(AtomicU64::new(0));
     let first = Arc::new(std::sync::OnceLock::<Instant>::new());
     let last = Arc::new(std::sync::Mutex::new(None::<Instant>));
@@ -38,7 +44,7 @@ pub async fn run(queue: Queue, pollers: usize, count: Option<u64>, idle: Duratio
                     break;
                 }
                 let permits = in_flight.clone().acquire_many_owned(MAX_BATCH as u32).await?;
-                let messages = queue.receive(MAX_BATCH, Duration::from_secs(1)).await?;
+                let messages = queue.receive_with(MAX_BATCH, wait, visibility).await?;
                 if messages.is_empty() {
                     continue;
                 }
