@@ -32,10 +32,12 @@ pub async fn run(queue: Queue, pollers: usize, count: Option<u64>, idle: Duratio
     let first = Arc::new(std::sync::OnceLock::<Instant>::new());
     let last = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let in_flight = Arc::new(Semaphore::new(1000));
+    // Cancelled once `count` messages are deleted, ending the long polls still waiting.
+    let counted = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..pollers.max(1) {
-        let (queue, deleted, first, last, in_flight) =
-            (queue.clone(), deleted.clone(), first.clone(), last.clone(), in_flight.clone());
+        let (queue, deleted, first, last, in_flight, counted) =
+            (queue.clone(), deleted.clone(), first.clone(), last.clone(), in_flight.clone(), counted.clone());
         tasks.spawn(async move {
             let mut deletes = tokio::task::JoinSet::new();
             let mut idle_since = Instant::now();
@@ -44,18 +46,25 @@ pub async fn run(queue: Queue, pollers: usize, count: Option<u64>, idle: Duratio
                     break;
                 }
                 let permits = in_flight.clone().acquire_many_owned(MAX_BATCH as u32).await?;
-                let messages = queue.receive_with(MAX_BATCH, wait, visibility).await?;
+                let messages = tokio::select! {
+                    _ = counted.cancelled() => break,
+                    received = queue.receive_with(MAX_BATCH, wait, visibility) => received?,
+                };
                 if messages.is_empty() {
                     continue;
                 }
                 idle_since = Instant::now();
                 first.get_or_init(Instant::now);
-                let (queue, deleted, last) = (queue.clone(), deleted.clone(), last.clone());
+                let (queue, deleted, last, counted) = (queue.clone(), deleted.clone(), last.clone(), counted.clone());
                 deletes.spawn(async move {
                     let handles: Vec<&str> = messages.iter().map(|m| m.receipt_handle.as_str()).collect();
                     let failures = queue.delete(&handles).await?;
-                    deleted.fetch_add((handles.len() - failures.len()) as u64, Relaxed);
+                    let total = deleted.fetch_add((handles.len() - failures.len()) as u64, Relaxed)
+                        + (handles.len() - failures.len()) as u64;
                     *last.lock().expect("lock") = Some(Instant::now());
+                    if count.is_some_and(|c| total >= c) {
+                        counted.cancel();
+                    }
                     drop(permits);
                     anyhow::Ok(())
                 });
