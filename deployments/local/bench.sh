@@ -4,7 +4,7 @@
 # Per run: N messages (95% valid v2 events across 50 tenants, 4% bad input of every
 # kind, 1% duplicates) are preloaded into a fresh queue, and N/2 into each of two more.
 # The processor drains and stores the first; `producers drain` (receive + delete only,
-# same SDK and number of long polls) drains one half just before it and the other just
+# same SDK, receive requests and number of long polls) drains one half just before it and the other just
 # after, so a change of the shared machine's speed during the run weighs on the ceiling
 # as on the processor. Then, with the processor still running, producers send
 # LATENCY_N more at half the measured drain rate, for SentTimestamp -> commit latency.
