@@ -59,8 +59,8 @@ pub async fn run(queue: Queue, pollers: usize, count: Option<u64>, idle: Duratio
                 deletes.spawn(async move {
                     let handles: Vec<&str> = messages.iter().map(|m| m.receipt_handle.as_str()).collect();
                     let failures = queue.delete(&handles).await?;
-                    let total = deleted.fetch_add((handles.len() - failures.len()) as u64, Relaxed)
-                        + (handles.len() - failures.len()) as u64;
+                    let done = (handles.len() - failures.len()) as u64;
+                    let total = deleted.fetch_add(done, Relaxed) + done;
                     *last.lock().expect("lock") = Some(Instant::now());
                     if count.is_some_and(|c| total >= c) {
                         counted.cancel();

@@ -241,8 +241,9 @@ fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Just past the closing quote of the string opening at `i`.
-fn string_end(bytes: &[u8], mut i: usize) -> Option<usize> {
+/// Just past the closing quote of the string opening at `i` in a JSON text: jumps
+/// from quote or backslash to the next with memchr, past escapes.
+pub(super) fn string_end(bytes: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     loop {
         i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;

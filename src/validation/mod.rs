@@ -107,17 +107,11 @@ pub fn numbers_fit_numeric(json: &str) -> bool {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            // Strings: jump from quote or backslash to the next, past escapes.
-            b'"' => {
-                i += 1;
-                while let Some(at) = memchr::memchr2(b'"', b'\\', &bytes[i.min(bytes.len())..]) {
-                    i += at + 1;
-                    if bytes[i - 1] == b'"' {
-                        break;
-                    }
-                    i += 1; // the escaped character
-                }
-            }
+            // Strings: jumped over, past escapes.
+            b'"' => match envelope::string_end(bytes, i) {
+                Some(end) => i = end,
+                None => break, // only an unterminated string is left
+            },
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 let mut exponent_digits: Option<usize> = None;

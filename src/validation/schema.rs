@@ -31,7 +31,7 @@ impl Schema {
 pub fn violation(schema: &Schema, payload: &Value) -> Option<Rejection> {
     const MAX_ERRORS: usize = 20;
     const MAX_MESSAGE_CHARS: usize = 300;
-    const MAX_QUOTED_CHARS: usize = 64;
+    const MAX_QUOTED_BYTES: usize = 64;
     // The validator's fast path: no error values are built for the payloads that pass.
     if schema.validator.is_valid(payload) {
         return None;
@@ -44,8 +44,7 @@ pub fn violation(schema: &Schema, payload: &Value) -> Option<Rejection> {
                 // Quoting a long string would escape all of it before the cut, and cut
                 // off why it failed: its start stands in for it.
                 Value::String(s) if s.len() > MAX_MESSAGE_CHARS => {
-                    let head = (0..=MAX_QUOTED_CHARS).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-                    let quoted = Value::String(format!("{}…", &s[..head])).to_string();
+                    let quoted = Value::String(format!("{}…", head(s, MAX_QUOTED_BYTES))).to_string();
                     shortened(&e.masked_with(quoted), MAX_MESSAGE_CHARS)
                 }
                 _ => shortened(&e, MAX_MESSAGE_CHARS),
@@ -75,8 +74,7 @@ fn shortened(value: &impl fmt::Display, limit: usize) -> String {
                 self.text.push_str(s);
                 return Ok(());
             }
-            let cut = (0..=room).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-            self.text.push_str(&s[..cut]);
+            self.text.push_str(head(s, room));
             Err(fmt::Error) // stops the formatting
         }
     }
@@ -85,6 +83,12 @@ fn shortened(value: &impl fmt::Display, limit: usize) -> String {
         bounded.text.push('…');
     }
     bounded.text
+}
+
+/// The longest start of `s` within `max` bytes that ends on a character boundary.
+fn head(s: &str, max: usize) -> &str {
+    let cut = (0..=max.min(s.len())).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    &s[..cut]
 }
 
 #[cfg(test)]
