@@ -40,6 +40,16 @@ db="$server/ep_bench_e2e"
 aws() { "$VENV/bin/awslocal" "$@"; }
 results="$out/results.jsonl"
 : > "$results"
+# LocalStack logs one line per request: the SQS requests served during each phase, per
+# message (real SQS bills per request); the processor's phase includes the verifier's
+# queue-depth reads.
+ls_log="$CACHE_DIR/localstack-$LOCALSTACK_PORT.log"
+lines() { wc -l < "$ls_log"; }
+requests_since() { # first-line name: counts by operation, as JSON
+  tail -n +"$(($1 + 1))" "$ls_log" | python3 -c '
+import collections, json, re, sys
+print(json.dumps(collections.Counter(re.findall(r"AWS sqs\.(\w+)", sys.stdin.read()))))' > "$out/requests-$2.json"
+}
 
 for run in $(seq 1 "$RUNS"); do
   log "run $run/$RUNS: preparing $N messages for the processor, $N for the drain, in fresh queues"
@@ -62,9 +72,12 @@ for run in $(seq 1 "$RUNS"); do
   }
 
   log "run $run: raw drain of the first half (receive + delete)"
+  mark_line=$(lines)
   drain "$q_before" "$((N / 2))" before
+  requests_since "$mark_line" drain-before
 
   log "run $run: processor"
+  mark_line=$(lines)
   DATABASE_URL=$db SQS_QUEUE_URL=$q_proc PROCESSOR_STATS_INTERVAL_SECS=0 PROCESSOR_HTTP_ADDR=127.0.0.1:0 RUST_LOG=warn \
     /usr/bin/time -f '%U %S %M' -o "$out/processor.time" "$bin/processor" &
   pid=$!
@@ -74,8 +87,11 @@ for run in $(seq 1 "$RUNS"); do
   child=$(pgrep -P "$pid")
   read -r utime stime < <(awk '{print $14, $15}' "/proc/$child/stat")
   echo "$utime $stime $(getconf CLK_TCK)" > "$out/processor-drain.cpu"
+  requests_since "$mark_line" processor
   log "run $run: raw drain of the second half"
+  mark_line=$(lines)
   drain "$q_after" "$((N - N / 2))" after
+  requests_since "$mark_line" drain-after
   # The ceiling is both halves together: messages over seconds, CPU over messages, less
   # one start-up of the drain (the CPU of `drain --count 0`, median of 3), so that each
   # side pays for one start-up, as the processor does.
@@ -129,12 +145,18 @@ proc_rate = n / float(seconds)  # every message, duplicates included, as the dra
 ut, st, hz = open(f"{out}/processor-drain.cpu").read().split()
 proc_cpu_us = (int(ut) + int(st)) / int(hz) * 1e6 / n
 drain_cpu_us = (float(du) + float(ds)) * 1e6 / drain["deleted"]
+requests = {side: json.load(open(f"{out}/requests-{side}.json")) for side in ("processor", "drain-before", "drain-after")}
+drain_requests = {op: requests["drain-before"].get(op, 0) + requests["drain-after"].get(op, 0)
+                  for op in set(requests["drain-before"]) | set(requests["drain-after"])}
 print(json.dumps({
     "n": n, "processor_msgs_per_s": round(proc_rate), "drain_msgs_per_s": round(drain["per_second"]),
     "drain_halves_msgs_per_s": drain["halves_per_second"], "drain_startup_cpu_ms": round(drain["startup_cpu_s"] * 1e3, 1),
     "throughput_ratio": round(proc_rate / drain["per_second"], 3),
     "processor_cpu_us_per_msg": round(proc_cpu_us, 1), "drain_cpu_us_per_msg": round(drain_cpu_us, 1),
     "cpu_ratio": round(proc_cpu_us / drain_cpu_us, 3),
+    "processor_sqs_requests_per_msg": round(sum(requests["processor"].values()) / n, 4),
+    "drain_sqs_requests_per_msg": round(sum(drain_requests.values()) / drain["deleted"], 4),
+    "processor_sqs_requests": requests["processor"], "drain_sqs_requests": drain_requests,
     "processor_peak_rss_mib": round(int(prss) / 1024, 1), "drain_peak_rss_mib": round(int(drss) / 1024, 1),
     "latency_p50_ms": round(float(p50), 1), "latency_p99_ms": round(float(p99), 1),
     "stored": int(stored), "rejected": int(rejected),
@@ -152,7 +174,8 @@ python3 - "$results" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 keys = ["processor_msgs_per_s", "drain_msgs_per_s", "throughput_ratio", "processor_cpu_us_per_msg",
-        "drain_cpu_us_per_msg", "cpu_ratio", "processor_peak_rss_mib", "latency_p50_ms", "latency_p99_ms",
+        "drain_cpu_us_per_msg", "cpu_ratio", "processor_sqs_requests_per_msg", "drain_sqs_requests_per_msg",
+        "processor_peak_rss_mib", "latency_p50_ms", "latency_p99_ms",
         "lost", "duplicated", "misclassified"]
 median = {k: statistics.median(r[k] for r in runs) for k in keys}
 print(f"\nmedians of {len(runs)} run(s), N={runs[0]['n']}")
