@@ -75,7 +75,7 @@ impl Entry {
         let payload_sha256 = match outgoing.expect {
             Expect::Stored | Expect::Duplicate => crate::validation::Envelope::parse(&outgoing.body)
                 .ok()
-                .map(|envelope| payload_digest(&envelope.payload)),
+                .map(|envelope| payload_digest(&envelope.payload.to_value())),
             Expect::Rejected(_) => None,
         };
         Entry {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::payload::Payload;
 use super::rejection::{Reason, Rejection};
 
 /// Longest accepted `client_id`, `event_type` and `event_id`.
@@ -27,8 +28,9 @@ pub struct Envelope<'a> {
     /// Producer-assigned idempotency key; `None` means the SQS message id is the key.
     pub event_id: Option<String>,
     pub occurred_at: Option<DateTime<Utc>>,
-    /// `payload`, or the legacy string `message` of the original producers, parsed.
-    pub payload: Value,
+    /// `payload`, or the legacy string `message` of the original producers, parsed
+    /// (borrowing from the body) for validation.
+    pub payload: Payload<'a>,
     /// The same payload as its JSON text in the body.
     pub payload_json: &'a str,
 }
@@ -95,7 +97,7 @@ impl<'a> Envelope<'a> {
         }
         // The common case in one pass: the payload is parsed with the envelope, and its
         // text is then found by a scan of the body, which is JSON by then.
-        if let Ok(members) = serde_json::from_str::<Members<Value>>(body) {
+        if let Ok(members) = serde_json::from_str::<Members<Payload<'a>>>(body) {
             let (fields, payload) = members.split();
             match payload {
                 None => return fields.envelope(None),
@@ -106,9 +108,10 @@ impl<'a> Envelope<'a> {
                 }
             }
         }
-        // Otherwise (not JSON, a member given twice, a payload key written with escapes)
-        // two passes: they tell a syntax error from a repeated member, and keep the
-        // envelope's fields when only the payload is not JSON.
+        // Otherwise (not JSON, a member given twice, a payload key written with escapes,
+        // a key repeated inside the payload) two passes: they tell a syntax error from a
+        // repeated member, keep the envelope's fields when only the payload is not JSON,
+        // and read a repeated payload key as `Value` does (the last one counts).
         let members: Members<&'a RawValue> = serde_json::from_str(body).map_err(|e| match e.classify() {
             // A member given twice stops the read there: the rest must still be JSON.
             serde_json::error::Category::Data => match serde_json::from_str::<serde::de::IgnoredAny>(body) {
@@ -121,7 +124,7 @@ impl<'a> Envelope<'a> {
         let payload = match payload {
             None => None,
             Some((json, name)) => match serde_json::from_str::<Value>(json.get()) {
-                Ok(value) => Some((value, json.get(), name)),
+                Ok(value) => Some((Payload::from_value(&value), json.get(), name)),
                 Err(e) => return Err(malformed(format_args!("{name}: {e}"), fields.identity)),
             },
         };
@@ -170,10 +173,13 @@ impl<P> Members<P> {
 impl Fields {
     /// The envelope, when every field and the payload (parsed, its text, and the
     /// member it came from) are well-formed.
-    fn envelope<'a>(mut self, payload: Option<(Value, &'a str, &str)>) -> Result<Envelope<'a>, (Rejection, Identity)> {
+    fn envelope<'a>(
+        mut self,
+        payload: Option<(Payload<'a>, &'a str, &str)>,
+    ) -> Result<Envelope<'a>, (Rejection, Identity)> {
         let payload = match payload {
             Some((message, _, "message")) if !message.is_string() => {
-                self.errors.push(format!("message: expected a string, got {}", kind_of(&message)));
+                self.errors.push(format!("message: expected a string, got {}", message.kind()));
                 None
             }
             Some((value, text, _)) => Some((value, text)),
@@ -410,13 +416,13 @@ mod tests {
         assert_eq!(e.event_id.as_deref(), Some("e1"));
         assert_eq!(e.version, 2);
         assert_eq!(e.occurred_at.unwrap().to_rfc3339(), "2026-11-22T09:00:00+00:00");
-        assert_eq!(e.payload, json!({"a": 1}));
+        assert_eq!(e.payload.to_value(), json!({"a": 1}));
     }
 
     #[test]
     fn accepts_the_original_producers_shape() {
         let e = Envelope::parse(r#"{"event_type":"monitor-app","client_id":"client-1","message":"cpu high"}"#).unwrap();
-        assert_eq!((e.version, e.event_id, e.payload), (1, None, json!("cpu high")));
+        assert_eq!((e.version, e.event_id, e.payload.to_value()), (1, None, json!("cpu high")));
     }
 
     #[test]
@@ -457,9 +463,9 @@ mod tests {
     fn keeps_the_payload_as_sent_and_reads_null_as_a_value() {
         let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","payload": {"b":1, "a":[1, 2.50]} }"#).unwrap();
         assert_eq!(e.payload_json, r#"{"b":1, "a":[1, 2.50]}"#);
-        assert_eq!(e.payload, json!({"a": [1, 2.5], "b": 1}));
+        assert_eq!(e.payload.to_value(), json!({"a": [1, 2.5], "b": 1}));
         let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","payload":null,"version":null}"#).unwrap();
-        assert_eq!((e.payload, e.payload_json, e.version), (Value::Null, "null", 1));
+        assert_eq!((e.payload.to_value(), e.payload_json, e.version), (Value::Null, "null", 1));
     }
 
     #[test]
@@ -497,7 +503,7 @@ mod tests {
         assert_eq!(member_text(r#"{"k\n":1,"payload":2}"#, "payload"), None, "any escaped key before it, too");
         // Which the envelope then reads like any other.
         let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","pay\u006coad": {"a":1}}"#).unwrap();
-        assert_eq!((e.payload_json, e.payload), (r#"{"a":1}"#, json!({"a": 1})));
+        assert_eq!((e.payload_json, e.payload.to_value()), (r#"{"a":1}"#, json!({"a": 1})));
     }
 
     #[test]

@@ -13,10 +13,12 @@ use chrono::{DateTime, Utc};
 use crate::registry::Registry;
 
 pub mod envelope;
+pub mod payload;
 pub mod rejection;
 mod schema;
 
 pub use envelope::{find_nul, kind_of, Envelope, Identity, MAX_ID_CHARS};
+pub use payload::Payload;
 pub use rejection::{Reason, Rejection};
 pub use schema::{violation, Schema};
 
@@ -66,8 +68,10 @@ pub fn classify(body: &str, sqs_message_id: &str, registry: &Registry) -> Verdic
     let reject = |rejection: Rejection| Verdict::Rejected(Rejected { rejection, identity: envelope.identity() });
     // A NUL reaches a parsed string only through the escape `\u0000` (JSON allows no raw
     // one), so a body without it needs no walk of its payload.
-    if let Some(path) =
-        memchr::memmem::find(body.as_bytes(), br"\u0000").is_some().then(|| find_nul(&envelope.payload)).flatten()
+    if let Some(path) = memchr::memmem::find(body.as_bytes(), br"\u0000")
+        .is_some()
+        .then(|| find_nul(&envelope.payload.to_value()))
+        .flatten()
     {
         return reject(Rejection::new(
             Reason::Unstorable,
@@ -87,7 +91,7 @@ pub fn classify(body: &str, sqs_message_id: &str, registry: &Registry) -> Verdic
     // was read and validated.
     let payload = match numbers_fit_numeric(payload_json) {
         true => payload_json.into(),
-        false => payload.to_string().into(),
+        false => payload.to_value().to_string().into(),
     };
     Verdict::Accepted(Event {
         client_id,

@@ -5,13 +5,15 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
+use super::payload::{Payload, PayloadJson};
 use super::rejection::{Reason, Rejection};
 
 /// A compiled schema for one (event type, version).
 pub struct Schema {
     /// The schema document, kept to tell whether a reload changed it.
     pub document: Value,
-    pub validator: jsonschema::Validator,
+    /// Validates payloads as [`Payload`]s, read in place from the body.
+    pub validator: jsonschema::Validator<PayloadJson>,
 }
 
 impl Schema {
@@ -19,7 +21,7 @@ impl Schema {
     /// (`date-time`, `email`, `uuid`, ...) are asserted, as producers expect.
     pub fn compile(document: Value) -> anyhow::Result<Schema> {
         jsonschema::meta::validate(&document).map_err(|e| anyhow::anyhow!("not a valid JSON Schema: {e}"))?;
-        let validator = jsonschema::options()
+        let validator = jsonschema::options_for::<PayloadJson>()
             .should_validate_formats(true)
             .build(&document)
             .map_err(|e| anyhow::anyhow!("cannot compile the schema: {e}"))?;
@@ -28,15 +30,15 @@ impl Schema {
 }
 
 /// A `schema_violation` rejection listing where and why the payload fails.
-pub fn violation(schema: &Schema, payload: &Value) -> Option<Rejection> {
+pub fn violation(schema: &Schema, payload: &Payload) -> Option<Rejection> {
     const MAX_ERRORS: usize = 20;
     const MAX_MESSAGE_CHARS: usize = 300;
     const MAX_QUOTED_BYTES: usize = 64;
     // The validator's fast path: no error values are built for the payloads that pass.
-    if schema.validator.is_valid(payload) {
+    if schema.validator.is_valid(payload.root()) {
         return None;
     }
-    let errors = schema.validator.iter_errors(payload);
+    let errors = schema.validator.iter_errors(payload.root());
     let listed: Vec<Value> = errors
         .take(MAX_ERRORS)
         .map(|e| {
@@ -101,9 +103,9 @@ mod tests {
         let registry = Registry::from_file(&RegistryFile::demo()).unwrap();
         let schema = registry.schema_for("client-1", "user-app", 2).unwrap();
         let ok = json!({"user_id": "usr-0123abcd", "action": "login", "at": "2026-11-22T10:00:00Z"});
-        assert!(violation(schema, &ok).is_none());
+        assert!(violation(schema, &Payload::from_value(&ok)).is_none());
         let bad = json!({"user_id": "usr-0123abcd", "action": "fly", "at": "not a time"});
-        let detail = violation(schema, &bad).unwrap().detail;
+        let detail = violation(schema, &Payload::from_value(&bad)).unwrap().detail;
         let paths: Vec<&str> =
             detail["errors"].as_array().unwrap().iter().map(|e| e["instance_path"].as_str().unwrap()).collect();
         assert!(paths.contains(&"/action") && paths.contains(&"/at"), "{detail}");
@@ -113,13 +115,13 @@ mod tests {
     fn messages_quoting_a_huge_value_are_cut_short() {
         let schema = Schema::compile(json!({"type": "string"})).unwrap();
         let huge = json!({ "text": "é".repeat(10_000) });
-        let detail = violation(&schema, &huge).unwrap().detail;
+        let detail = violation(&schema, &Payload::from_value(&huge)).unwrap().detail;
         let message = detail["errors"][0]["message"].as_str().unwrap();
         assert!(message.starts_with(r#"{"text":"éé"#) && message.ends_with('…'), "{message}");
         assert!(message.len() <= 300 + '…'.len_utf8(), "{} bytes", message.len());
         // A long string is quoted by its start, and the reason is kept.
         let schema = Schema::compile(json!({"type": "object"})).unwrap();
-        let detail = violation(&schema, &json!("x".repeat(100_000))).unwrap().detail;
+        let detail = violation(&schema, &Payload::from_value(&json!("x".repeat(100_000)))).unwrap().detail;
         let message = detail["errors"][0]["message"].as_str().unwrap();
         assert_eq!(message, format!(r#""{}…" is not of type "object""#, "x".repeat(64)));
         assert_eq!(shortened(&"short", 300), "short", "a message within the limit is kept whole");

@@ -1,0 +1,693 @@
+//! The payload as the JSON Schema validator reads it: a flat document borrowed from the
+//! message body, built in the serde pass that reads the envelope.
+//!
+//! Why not `serde_json::Value`: a `Value` allocates every string and every object, and
+//! frees them again, for a tree that lives only until the verdict. That was the largest
+//! part of what the processor spends on a message beyond receiving and deleting it.
+//! Here a payload is one `Vec` of entries in document order; a string without escapes
+//! points into the body. jsonschema validates it through its traits for custom
+//! representations ([`jsonschema::json`]), so the verdict comes from the same validator
+//! and the same compiled schema; a `Value` is built only for error messages.
+//!
+//! Reading follows `Value`'s own reading exactly (numbers come from the same serde
+//! visitor calls), except that an object with a repeated key is refused here: `Value`
+//! keeps the last one, and [`Payload::from_value`] is how such a payload is read.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use jsonschema::json::{cmp, Array, Json, Node, NodeIdentity, Object};
+use jsonschema::JsonType;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Number, Value};
+
+/// A parsed payload: its values in document order, each container followed by its
+/// members (an object's as key, value pairs).
+#[derive(Debug, Clone)]
+pub struct Payload<'a> {
+    entries: Vec<Entry<'a>>,
+}
+
+#[derive(Debug, Clone)]
+enum Entry<'a> {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(Cow<'a, str>),
+    /// `len` elements; `end` is the index just past its last descendant.
+    Array {
+        len: u32,
+        end: u32,
+    },
+    /// `len` members (each a key entry, then its value); `end` as for arrays.
+    Object {
+        len: u32,
+        end: u32,
+    },
+}
+
+/// The index of the entry after the value at `i` and its descendants.
+fn after(entries: &[Entry], i: usize) -> usize {
+    match entries[i] {
+        Entry::Array { end, .. } | Entry::Object { end, .. } => end as usize,
+        _ => i + 1,
+    }
+}
+
+fn key_at<'a>(entries: &'a [Entry<'a>], i: usize) -> &'a str {
+    match &entries[i] {
+        Entry::String(key) => key,
+        _ => unreachable!("an object member starts with its key"),
+    }
+}
+
+impl<'a> Payload<'a> {
+    /// The root value, as the validator takes it.
+    pub fn root(&self) -> PayloadNode<'_> {
+        PayloadNode(Place::At(&self.entries, 0))
+    }
+
+    /// The payload as a `Value`: for error messages and the rare paths that need one.
+    pub fn to_value(&self) -> Value {
+        value_at(&self.entries, 0)
+    }
+
+    /// A payload read from a `Value` (owning its strings).
+    pub fn from_value(value: &Value) -> Payload<'static> {
+        fn push(entries: &mut Vec<Entry<'static>>, value: &Value) {
+            match value {
+                Value::Null => entries.push(Entry::Null),
+                Value::Bool(b) => entries.push(Entry::Bool(*b)),
+                Value::Number(n) => entries.push(Entry::Number(n.clone())),
+                Value::String(s) => entries.push(Entry::String(Cow::Owned(s.clone()))),
+                Value::Array(items) => {
+                    let at = entries.len();
+                    entries.push(Entry::Null);
+                    items.iter().for_each(|item| push(entries, item));
+                    entries[at] = Entry::Array { len: items.len() as u32, end: entries.len() as u32 };
+                }
+                Value::Object(members) => {
+                    let at = entries.len();
+                    entries.push(Entry::Null);
+                    for (key, item) in members {
+                        entries.push(Entry::String(Cow::Owned(key.clone())));
+                        push(entries, item);
+                    }
+                    entries[at] = Entry::Object { len: members.len() as u32, end: entries.len() as u32 };
+                }
+            }
+        }
+        let mut entries = Vec::new();
+        push(&mut entries, value);
+        Payload { entries }
+    }
+
+    /// What kind of JSON the payload is, for messages ("a string", "an object", ...).
+    pub fn kind(&self) -> &'static str {
+        match self.entries[0] {
+            Entry::Null => "null",
+            Entry::Bool(_) => "a boolean",
+            Entry::Number(_) => "a number",
+            Entry::String(_) => "a string",
+            Entry::Array { .. } => "an array",
+            Entry::Object { .. } => "an object",
+        }
+    }
+
+    pub fn is_string(&self) -> bool {
+        matches!(self.entries[0], Entry::String(_))
+    }
+}
+
+fn value_at(entries: &[Entry], i: usize) -> Value {
+    match &entries[i] {
+        Entry::Null => Value::Null,
+        Entry::Bool(b) => Value::Bool(*b),
+        Entry::Number(n) => Value::Number(n.clone()),
+        Entry::String(s) => Value::String(s.to_string()),
+        Entry::Array { len, .. } => {
+            let mut items = Vec::with_capacity(*len as usize);
+            let mut at = i + 1;
+            for _ in 0..*len {
+                items.push(value_at(entries, at));
+                at = after(entries, at);
+            }
+            Value::Array(items)
+        }
+        Entry::Object { len, .. } => {
+            let mut members = Map::new();
+            let mut at = i + 1;
+            for _ in 0..*len {
+                members.insert(key_at(entries, at).to_owned(), value_at(entries, at + 1));
+                at = after(entries, at + 1);
+            }
+            Value::Object(members)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Room for a typical event (about 30 values); bigger ones grow the one allocation.
+        let mut entries = Vec::with_capacity(64);
+        EntrySeed(&mut entries).deserialize(deserializer)?;
+        Ok(Payload { entries })
+    }
+}
+
+/// Appends one value (and its descendants) to the entries.
+struct EntrySeed<'v, 'de>(&'v mut Vec<Entry<'de>>);
+
+impl<'de> DeserializeSeed<'de> for EntrySeed<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// The length of a container, refused past `u32` (SQS bodies are far smaller).
+fn count<E: de::Error>(n: usize) -> Result<u32, E> {
+    u32::try_from(n).map_err(|_| E::custom("payload too large"))
+}
+
+impl<'de> Visitor<'de> for EntrySeed<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.0.push(Entry::Bool(v));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.push(Entry::Number(v.into()));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.push(Entry::Number(v.into()));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // As `Value` reads it: a number with no f64 (none from JSON text) becomes null.
+        self.0.push(Number::from_f64(v).map_or(Entry::Null, Entry::Number));
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
+        self.0.push(Entry::String(Cow::Borrowed(v)));
+        Ok(())
+    }
+
+    /// A string with escapes, decoded by serde.
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push(Entry::String(Cow::Owned(v.to_owned())));
+        Ok(())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.0.push(Entry::String(Cow::Owned(v)));
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.push(Entry::Null);
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.0.push(Entry::Null);
+        Ok(())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        EntrySeed(self.0).deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let entries = self.0;
+        let at = entries.len();
+        entries.push(Entry::Null);
+        let mut len = 0;
+        while seq.next_element_seed(EntrySeed(&mut *entries))?.is_some() {
+            len += 1;
+        }
+        entries[at] = Entry::Array { len: count(len)?, end: count(entries.len())? };
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let entries = self.0;
+        let at = entries.len();
+        entries.push(Entry::Null);
+        let mut len = 0;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let mut member = at + 1;
+            for _ in 0..len {
+                if key_at(entries, member) == key {
+                    return Err(de::Error::custom(format_args!("key `{key}` given twice")));
+                }
+                member = after(entries, member + 1);
+            }
+            entries.push(Entry::String(key));
+            map.next_value_seed(EntrySeed(&mut *entries))?;
+            len += 1;
+        }
+        entries[at] = Entry::Object { len: count(len)?, end: count(entries.len())? };
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the body unless it has escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// The representation jsonschema validates payloads in (see the module's comment).
+pub struct PayloadJson;
+
+impl Json for PayloadJson {
+    type Node<'a> = PayloadNode<'a>;
+    type PreparedKey = Box<str>;
+    type StringBuffer = ();
+
+    // Lookups scan an object's members, so a pass over them pays off early.
+    const KEYS_PER_LOOKUP: usize = 4;
+    const ACYCLIC: bool = true;
+
+    fn prepare_key(key: &str) -> Box<str> {
+        key.into()
+    }
+
+    fn with_string_node<T>((): &mut (), string: &str, f: impl FnOnce(PayloadNode<'_>) -> T) -> T {
+        f(PayloadNode(Place::Name(string)))
+    }
+}
+
+/// One value of a payload, or a property name being validated (`propertyNames`).
+#[derive(Clone, Copy)]
+pub struct PayloadNode<'a>(Place<'a>);
+
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    At(&'a [Entry<'a>], u32),
+    Name(&'a str),
+}
+
+impl<'a> PayloadNode<'a> {
+    fn entry(&self) -> Option<&'a Entry<'a>> {
+        match *self {
+            PayloadNode(Place::At(entries, i)) => Some(&entries[i as usize]),
+            PayloadNode(Place::Name(_)) => None,
+        }
+    }
+}
+
+impl<'a> Node<'a, PayloadJson> for PayloadNode<'a> {
+    type Object = Members<'a>;
+    type Array = Elements<'a>;
+    type Number = &'a Number;
+
+    fn as_object(&self) -> Option<Members<'a>> {
+        match (self, self.entry()) {
+            (PayloadNode(Place::At(entries, at)), Some(Entry::Object { len, .. })) => {
+                Some(Members { entries, at: *at as usize, len: *len })
+            }
+            _ => None,
+        }
+    }
+
+    fn as_array(&self) -> Option<Elements<'a>> {
+        match (self, self.entry()) {
+            (PayloadNode(Place::At(entries, at)), Some(Entry::Array { len, .. })) => {
+                Some(Elements { entries, at: *at as usize, len: *len })
+            }
+            _ => None,
+        }
+    }
+
+    fn as_string(&self) -> Option<Cow<'a, str>> {
+        match (self, self.entry()) {
+            (PayloadNode(Place::Name(name)), _) => Some(Cow::Borrowed(name)),
+            (_, Some(Entry::String(s))) => Some(Cow::Borrowed(&**s)),
+            _ => None,
+        }
+    }
+
+    fn as_number(&self) -> Option<&'a Number> {
+        match self.entry() {
+            Some(Entry::Number(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn as_boolean(&self) -> Option<bool> {
+        match self.entry() {
+            Some(Entry::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self.entry(), Some(Entry::Null))
+    }
+
+    fn json_type(&self) -> JsonType {
+        match self.entry() {
+            None | Some(Entry::String(_)) => JsonType::String,
+            Some(Entry::Null) => JsonType::Null,
+            Some(Entry::Bool(_)) => JsonType::Boolean,
+            Some(Entry::Number(_)) => JsonType::Number,
+            Some(Entry::Array { .. }) => JsonType::Array,
+            Some(Entry::Object { .. }) => JsonType::Object,
+        }
+    }
+
+    fn string_length_within(&self, min: u64, max: u64) -> Option<bool> {
+        let string = self.as_string()?;
+        // A code point takes one to four bytes: the byte count often decides alone.
+        let bytes = string.len() as u64;
+        if bytes < min || bytes.div_ceil(4) > max {
+            return Some(false);
+        }
+        if min <= bytes.div_ceil(4) && bytes <= max {
+            return Some(true);
+        }
+        Some((min..=max).contains(&(string.chars().count() as u64)))
+    }
+
+    fn equals_value(&self, expected: &Value) -> bool {
+        // `enum` and `const` on scalars, the common case, without building a `Value`.
+        match (self.entry(), expected) {
+            (None, Value::String(e)) => self.as_string().is_some_and(|s| s == e.as_str()),
+            (None, _) => false,
+            (Some(Entry::String(s)), Value::String(e)) => s == e,
+            (Some(Entry::Bool(b)), Value::Bool(e)) => b == e,
+            (Some(Entry::Null), Value::Null) => true,
+            (Some(Entry::Number(n)), Value::Number(_)) => cmp::equal(&Value::Number(n.clone()), expected),
+            (Some(Entry::Array { .. } | Entry::Object { .. }), Value::Array(_) | Value::Object(_)) => {
+                cmp::equal(&self.to_value(), expected)
+            }
+            _ => false,
+        }
+    }
+
+    fn to_value(&self) -> Cow<'a, Value> {
+        Cow::Owned(match *self {
+            PayloadNode(Place::At(entries, i)) => value_at(entries, i as usize),
+            PayloadNode(Place::Name(name)) => Value::String(name.to_owned()),
+        })
+    }
+
+    fn identity(&self) -> Option<NodeIdentity> {
+        match *self {
+            PayloadNode(Place::At(entries, i)) => Some(NodeIdentity::tagged(entries.as_ptr() as usize, i)),
+            PayloadNode(Place::Name(_)) => None,
+        }
+    }
+}
+
+/// An object's members.
+pub struct Members<'a> {
+    entries: &'a [Entry<'a>],
+    at: usize,
+    len: u32,
+}
+
+impl<'a> Object<'a, PayloadJson> for Members<'a> {
+    type Node = PayloadNode<'a>;
+    type MemberName = &'a str;
+    type MembersIter = MembersIter<'a>;
+
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn get(&self, key: &Box<str>) -> Option<PayloadNode<'a>> {
+        self.members().find(|(name, _)| *name == &**key).map(|(_, value)| value)
+    }
+
+    fn members(&self) -> MembersIter<'a> {
+        MembersIter { entries: self.entries, next: self.at + 1, left: self.len }
+    }
+}
+
+pub struct MembersIter<'a> {
+    entries: &'a [Entry<'a>],
+    next: usize,
+    left: u32,
+}
+
+impl<'a> Iterator for MembersIter<'a> {
+    type Item = (&'a str, PayloadNode<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.left = self.left.checked_sub(1)?;
+        let key = key_at(self.entries, self.next);
+        let value = self.next + 1;
+        self.next = after(self.entries, value);
+        Some((key, PayloadNode(Place::At(self.entries, value as u32))))
+    }
+}
+
+/// An array's elements.
+pub struct Elements<'a> {
+    entries: &'a [Entry<'a>],
+    at: usize,
+    len: u32,
+}
+
+impl<'a> Array<'a, PayloadJson> for Elements<'a> {
+    type Node = PayloadNode<'a>;
+    type ElementsIter = ElementsIter<'a>;
+
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn elements(&self) -> ElementsIter<'a> {
+        ElementsIter { entries: self.entries, next: self.at + 1, left: self.len }
+    }
+}
+
+pub struct ElementsIter<'a> {
+    entries: &'a [Entry<'a>],
+    next: usize,
+    left: u32,
+}
+
+impl<'a> Iterator for ElementsIter<'a> {
+    type Item = PayloadNode<'a>;
+
+    fn next(&mut self) -> Option<PayloadNode<'a>> {
+        self.left = self.left.checked_sub(1)?;
+        let at = self.next;
+        self.next = after(self.entries, at);
+        Some(PayloadNode(Place::At(self.entries, at as u32)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::producers::generator::{Generator, Invalid, Mix};
+    use crate::producers::templates::EventsFile;
+    use crate::registry::{Registry, RegistryFile};
+    use crate::validation::Envelope;
+
+    /// jsonschema's verdict and errors for `text` are the same read as a `Value` and as a `Payload`.
+    fn both_ways(validators: &(jsonschema::Validator, jsonschema::Validator<PayloadJson>), text: &str) {
+        let value: Value = serde_json::from_str(text).unwrap();
+        let payload: Payload = serde_json::from_str(text).unwrap();
+        assert_eq!(payload.to_value(), value, "{text}");
+        let (by_value, by_payload) = validators;
+        assert_eq!(by_value.is_valid(&value), by_payload.is_valid(payload.root()), "{text}");
+        // Where and why; a message naming several members names them in the order sent,
+        // where a `Value` has them sorted.
+        let listed = |errors: jsonschema::ErrorIterator| {
+            let mut listed: Vec<String> =
+                errors.map(|e| format!("{} | {}", e.instance_path(), e.schema_path())).collect();
+            listed.sort();
+            listed
+        };
+        assert_eq!(listed(by_value.iter_errors(&value)), listed(by_payload.iter_errors(payload.root())), "{text}");
+    }
+
+    fn compiled(schema: &Value) -> (jsonschema::Validator, jsonschema::Validator<PayloadJson>) {
+        (
+            jsonschema::options().should_validate_formats(true).build(schema).unwrap(),
+            jsonschema::options_for::<PayloadJson>().should_validate_formats(true).build(schema).unwrap(),
+        )
+    }
+
+    #[test]
+    fn every_keyword_judges_a_payload_as_it_judges_a_value() {
+        let schemas = [
+            json!({"type": "object", "required": ["a", "b"], "additionalProperties": false,
+                   "properties": {"a": {"type": "integer", "minimum": 1, "maximum": 100}, "b": {"type": "string"}}}),
+            json!({"type": "integer"}),
+            json!({"type": ["number", "null"], "multipleOf": 0.01, "exclusiveMinimum": 0}),
+            json!({"enum": ["a", 1, 1.5, null, true, {"k": [1]}, [1, "x"]]}),
+            json!({"const": {"k": [1, 2.0], "s": "é"}}),
+            json!({"type": "string", "minLength": 2, "maxLength": 4, "pattern": "^[a-zé\"]+$"}),
+            json!({"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": 3, "uniqueItems": true}),
+            json!({"prefixItems": [{"type": "string"}, {"type": "integer"}], "items": false}),
+            json!({"contains": {"const": 2}, "minContains": 2}),
+            json!({"propertyNames": {"pattern": "^[a-z]+$", "maxLength": 3}, "minProperties": 1, "maxProperties": 3}),
+            json!({"patternProperties": {"^x-": {"type": "string"}}, "additionalProperties": {"type": "integer"}}),
+            json!({"properties": {"a": {}}, "unevaluatedProperties": false}),
+            json!({"dependentRequired": {"a": ["b"]}, "dependentSchemas": {"b": {"required": ["c"]}}}),
+            json!({"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 2}], "not": {"const": 7}}),
+            json!({"anyOf": [{"type": "string"}, {"type": "object"}], "allOf": [{"maxLength": 3}, {"maxProperties": 1}]}),
+            json!({"if": {"properties": {"k": {"const": "a"}}}, "then": {"required": ["x"]}, "else": {"required": ["y"]}}),
+            json!({"$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"},
+                   "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}, "required": ["v"]}},
+                   "$ref": "#/$defs/node"}),
+            json!({"type": "object", "properties": {
+                "email": {"format": "email"}, "host": {"format": "hostname"}, "uri": {"format": "uri"},
+                "id": {"format": "uuid"}, "ip4": {"format": "ipv4"}, "ip6": {"format": "ipv6"},
+                "at": {"format": "date-time"}, "day": {"format": "date"}}}),
+        ];
+        let instances = [
+            r#"{"a": 5, "b": "x"}"#,
+            r#"{"a": 5.0, "b": "x", "c": null}"#,
+            r#"{"a": 1e2, "b": 3}"#,
+            r#"{"a": 0, "b": "é\"\u00e9\n"}"#,
+            r#"7"#,
+            r#"-0"#,
+            r#"1.0"#,
+            r#"0.07"#,
+            r#"18446744073709551616"#,
+            r#"-9223372036854775809"#,
+            r#"1e-20000"#,
+            r#"null"#,
+            r#"true"#,
+            r#""ab""#,
+            r#""é\"a""#,
+            r#""a\u0041""#,
+            r#""abcdé""#,
+            r#"[]"#,
+            r#"[1, 2, 2.0]"#,
+            r#"[1, 2, 3, 4]"#,
+            r#"["a", 1]"#,
+            r#"["a", 1, 2]"#,
+            r#"[2, "x", 2]"#,
+            r#"[{"k": [1]}, {"k": [1.0]}]"#,
+            r#"{"k": [1, 2.0], "s": "é"}"#,
+            r#"{"k": [1, 2], "s": "\u00e9"}"#,
+            r#"{"x-a": "s", "x-b": 1, "b": 2, "c": "no"}"#,
+            r#"{"abcd": 1}"#,
+            r#"{"A": 1}"#,
+            r#"{"a": 1, "b": 2}"#,
+            r#"{"a": 1, "b": 2, "c": 3}"#,
+            r#"{"k": "a", "x": 1}"#,
+            r#"{"k": "a", "y": 1}"#,
+            r#"{"k\u0041": "a"}"#,
+            r#"{"v": 1, "children": [{"v": 2, "children": []}, {"v": "no"}, {"children": []}]}"#,
+            r#"{"email": "a@example.com", "host": "api.example.com", "uri": "https://example.com/a?b=c",
+                "id": "0f8fad5b-d9cb-469f-a165-70867728950e", "ip4": "10.0.0.1", "ip6": "::1",
+                "at": "2026-11-26T14:00:00Z", "day": "2026-11-26"}"#,
+            r#"{"email": "not an email", "host": "-bad-", "uri": "no scheme", "id": "nope",
+                "ip4": "300.1.1.1", "ip6": "::g", "at": "yesterday", "day": "2026-13-01"}"#,
+        ];
+        for schema in &schemas {
+            let validators = compiled(schema);
+            for text in instances {
+                both_ways(&validators, text);
+            }
+        }
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed_from_the_body() {
+        let payload: Payload = serde_json::from_str(r#"{"plain": "abc", "esc\"aped": "a\nb"}"#).unwrap();
+        let object = payload.root().as_object().unwrap();
+        let strings: Vec<(&str, bool)> =
+            object.members().map(|(name, value)| (name, matches!(value.as_string(), Some(Cow::Borrowed(_))))).collect();
+        assert_eq!(strings, [("plain", true), ("esc\"aped", true)]);
+        assert!(matches!(&payload.entries[2], Entry::String(Cow::Borrowed("abc"))));
+        assert!(matches!(&payload.entries[3], Entry::String(Cow::Owned(_))), "a decoded key is owned");
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_and_the_envelope_reads_it_as_value_does() {
+        assert!(serde_json::from_str::<Payload>(r#"{"a": 1, "b": {"a": 1}, "a": 2}"#).is_err());
+        assert!(serde_json::from_str::<Payload>(r#"[{"a": 1}, {"a": 2}]"#).is_ok(), "keys repeat across objects");
+        let body = r#"{"client_id":"c","event_type":"t","payload":{"a":1,"a":{"b":2}}}"#;
+        let envelope = Envelope::parse(body).unwrap();
+        assert_eq!(envelope.payload.to_value(), json!({"a": {"b": 2}}));
+        assert_eq!(envelope.payload_json, r#"{"a":1,"a":{"b":2}}"#, "stored as sent");
+    }
+
+    /// Every generated body of both benchmark workloads, valid and of each bad kind:
+    /// the payload is judged as its `Value` would be.
+    #[test]
+    fn generated_events_are_judged_as_their_values_would_be() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deployments/bench");
+        let workloads = [
+            (RegistryFile::demo(), EventsFile::demo()),
+            (
+                RegistryFile::read(&root.join("formats-registry.json")).unwrap(),
+                EventsFile::read(&root.join("formats-events.json")).unwrap(),
+            ),
+        ];
+        let mut judged = [0; 2];
+        for (file, events) in workloads {
+            let registry = Registry::from_file(&file).unwrap();
+            let mut generator = Generator::new(events, Mix::default(), Some(5), Some(7));
+            let mut bodies: Vec<String> = (0..300).map(|_| generator.valid().body).collect();
+            for kind in Invalid::ALL {
+                bodies.extend((0..10).map(|_| generator.invalid(kind).body));
+            }
+            for body in &bodies {
+                let Ok(envelope) = Envelope::parse(body) else { continue };
+                let Ok(schema) = registry.schema_for(&envelope.client_id, &envelope.event_type, envelope.version)
+                else {
+                    continue;
+                };
+                let value: Value = serde_json::from_str(envelope.payload_json).unwrap();
+                let reference = jsonschema::options().should_validate_formats(true).build(&schema.document).unwrap();
+                let valid = reference.is_valid(&value);
+                assert_eq!(schema.validator.is_valid(envelope.payload.root()), valid, "{body}");
+                judged[usize::from(valid)] += 1;
+            }
+        }
+        assert!(judged[0] >= 20 && judged[1] >= 300, "both verdicts were exercised: {judged:?}");
+    }
+}
