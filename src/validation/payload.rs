@@ -10,8 +10,9 @@
 //! and the same compiled schema; a `Value` is built only for error messages.
 //!
 //! Reading follows `Value`'s own reading exactly (numbers come from the same serde
-//! visitor calls), except that an object with a repeated key is refused here: `Value`
-//! keeps the last one, and [`Payload::from_value`] is how such a payload is read.
+//! visitor calls), except for two objects it refuses, which the envelope then reads
+//! as a `Value` ([`Payload::from_value`]): one with a repeated key (`Value` keeps the
+//! last one) and one opening with serde_json's raw value marker key.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -248,20 +249,37 @@ impl<'de> Visitor<'de> for EntrySeed<'_, 'de> {
         entries.push(Entry::Null);
         let mut len = 0;
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let mut member = at + 1;
-            for _ in 0..len {
-                if key_at(entries, member) == key {
-                    return Err(de::Error::custom(format_args!("key `{key}` given twice")));
-                }
-                member = after(entries, member + 1);
+            // serde_json's `Value` reads an object opening with this key as the JSON text
+            // of its value (its `raw_value` feature's marker): left to the `Value` reading.
+            if len == 0 && key == RAW_VALUE_MARKER {
+                return Err(de::Error::custom("serde_json's raw value marker"));
             }
             entries.push(Entry::String(key));
             map.next_value_seed(EntrySeed(&mut *entries))?;
             len += 1;
         }
-        entries[at] = Entry::Object { len: count(len)?, end: count(entries.len())? };
+        let len = count(len)?;
+        if repeated_key(entries, at, len) {
+            return Err(de::Error::custom("a key given twice"));
+        }
+        entries[at] = Entry::Object { len, end: count(entries.len())? };
         Ok(())
     }
+}
+
+/// The key serde_json's `Value` treats as a raw value (`serde_json::raw::TOKEN`, private).
+const RAW_VALUE_MARKER: &str = "$serde_json::private::RawValue";
+
+/// Whether a key of the object at `at` (its members complete) is given twice. Pairwise
+/// for small objects, sorted for large ones, so a body of many keys costs n log n.
+fn repeated_key(entries: &[Entry], at: usize, len: u32) -> bool {
+    let keys = || MembersIter { entries, next: at + 1, left: len }.map(|(key, _)| key);
+    if len <= 16 {
+        return keys().enumerate().any(|(i, key)| keys().take(i).any(|earlier| earlier == key));
+    }
+    let mut sorted: Vec<&str> = keys().collect();
+    sorted.sort_unstable();
+    sorted.windows(2).any(|pair| pair[0] == pair[1])
 }
 
 /// An object key, borrowed from the body unless it has escapes.
@@ -643,6 +661,24 @@ mod tests {
         assert_eq!(strings, [("plain", true), ("esc\"aped", true)]);
         assert!(matches!(&payload.entries[2], Entry::String(Cow::Borrowed("abc"))));
         assert!(matches!(&payload.entries[3], Entry::String(Cow::Owned(_))), "a decoded key is owned");
+    }
+
+    #[test]
+    fn serde_jsons_raw_value_marker_is_read_as_value_reads_it() {
+        assert!(serde_json::from_str::<Payload>(r#"{"$serde_json::private::RawValue": "[1,2]"}"#).is_err());
+        assert!(serde_json::from_str::<Payload>(r#"{"a": 1, "$serde_json::private::RawValue": 2}"#).is_ok());
+        let body = r#"{"client_id":"c","event_type":"t","payload":{"$serde_json::private::RawValue":"[1,2]"}}"#;
+        assert_eq!(Envelope::parse(body).unwrap().payload.to_value(), json!([1, 2]));
+        let body = r#"{"client_id":"c","event_type":"t","payload":{"$serde_json::private::RawValue":5}}"#;
+        assert!(Envelope::parse(body).is_err(), "not JSON text: refused, as before");
+    }
+
+    #[test]
+    fn many_keys_are_checked_for_repeats_in_n_log_n() {
+        let keys = |n: usize| (0..n).map(|i| format!(r#""k{i}":0"#)).collect::<Vec<_>>().join(",");
+        assert!(serde_json::from_str::<Payload>(&format!("{{{}}}", keys(100_000))).is_ok());
+        assert!(serde_json::from_str::<Payload>(&format!(r#"{{{},"k7":1}}"#, keys(100_000))).is_err());
+        assert!(serde_json::from_str::<Payload>(r#"{"a": 1, "b": 2, "\u0061": 3}"#).is_err(), "compared decoded");
     }
 
     #[test]
