@@ -179,7 +179,7 @@ impl Fields {
     ) -> Result<Envelope<'a>, (Rejection, Identity)> {
         let payload = match payload {
             Some((message, _, "message")) if !message.is_string() => {
-                self.errors.push(format!("message: expected a string, got {}", message.kind()));
+                self.errors.push(format!("message: expected a string, got {}", kind_of(&message.to_value())));
                 None
             }
             Some((value, text, _)) => Some((value, text)),

@@ -21,7 +21,7 @@ use jsonschema::json::{cmp, Array, Json, Node, NodeIdentity, Object};
 use jsonschema::JsonType;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 /// A parsed payload: its values in document order, each container followed by its
 /// members (an object's as key, value pairs).
@@ -104,18 +104,6 @@ impl<'a> Payload<'a> {
         Payload { entries }
     }
 
-    /// What kind of JSON the payload is, for messages ("a string", "an object", ...).
-    pub fn kind(&self) -> &'static str {
-        match self.entries[0] {
-            Entry::Null => "null",
-            Entry::Bool(_) => "a boolean",
-            Entry::Number(_) => "a number",
-            Entry::String(_) => "a string",
-            Entry::Array { .. } => "an array",
-            Entry::Object { .. } => "an object",
-        }
-    }
-
     pub fn is_string(&self) -> bool {
         matches!(self.entries[0], Entry::String(_))
     }
@@ -128,23 +116,46 @@ fn value_at(entries: &[Entry], i: usize) -> Value {
         Entry::Number(n) => Value::Number(n.clone()),
         Entry::String(s) => Value::String(s.to_string()),
         Entry::Array { len, .. } => {
-            let mut items = Vec::with_capacity(*len as usize);
-            let mut at = i + 1;
-            for _ in 0..*len {
-                items.push(value_at(entries, at));
-                at = after(entries, at);
-            }
-            Value::Array(items)
+            Value::Array(Siblings::elements(entries, i, *len).map(|at| value_at(entries, at)).collect())
         }
-        Entry::Object { len, .. } => {
-            let mut members = Map::new();
-            let mut at = i + 1;
-            for _ in 0..*len {
-                members.insert(key_at(entries, at).to_owned(), value_at(entries, at + 1));
-                at = after(entries, at + 1);
-            }
-            Value::Object(members)
-        }
+        Entry::Object { len, .. } => Value::Object(
+            Siblings::members(entries, i, *len)
+                .map(|at| (key_at(entries, at - 1).to_owned(), value_at(entries, at)))
+                .collect(),
+        ),
+    }
+}
+
+/// The values of the container at `at`, in order (for an object, each just after its
+/// key): the one way through a container, for the validator's iterators and ours.
+#[derive(Clone)]
+struct Siblings<'a> {
+    entries: &'a [Entry<'a>],
+    next: usize,
+    left: u32,
+    /// An object's: each value follows its key.
+    keyed: bool,
+}
+
+impl<'a> Siblings<'a> {
+    fn elements(entries: &'a [Entry<'a>], at: usize, len: u32) -> Siblings<'a> {
+        Siblings { entries, next: at + 1, left: len, keyed: false }
+    }
+
+    fn members(entries: &'a [Entry<'a>], at: usize, len: u32) -> Siblings<'a> {
+        Siblings { entries, next: at + 1, left: len, keyed: true }
+    }
+}
+
+impl Iterator for Siblings<'_> {
+    /// The value's index.
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        self.left = self.left.checked_sub(1)?;
+        let value = self.next + usize::from(self.keyed);
+        self.next = after(self.entries, value);
+        Some(value)
     }
 }
 
@@ -273,7 +284,7 @@ const RAW_VALUE_MARKER: &str = "$serde_json::private::RawValue";
 /// Whether a key of the object at `at` (its members complete) is given twice. Pairwise
 /// for small objects, sorted for large ones, so a body of many keys costs n log n.
 fn repeated_key(entries: &[Entry], at: usize, len: u32) -> bool {
-    let keys = || MembersIter { entries, next: at + 1, left: len }.map(|(key, _)| key);
+    let keys = || Siblings::members(entries, at, len).map(|value| key_at(entries, value - 1));
     if len <= 16 {
         return keys().enumerate().any(|(i, key)| keys().take(i).any(|earlier| earlier == key));
     }
@@ -361,7 +372,7 @@ impl<'a> Node<'a, PayloadJson> for PayloadNode<'a> {
     fn as_object(&self) -> Option<Members<'a>> {
         match (self, self.entry()) {
             (PayloadNode(Place::At(entries, at)), Some(Entry::Object { len, .. })) => {
-                Some(Members { entries, at: *at as usize, len: *len })
+                Some(Members(Siblings::members(entries, *at as usize, *len)))
             }
             _ => None,
         }
@@ -370,7 +381,7 @@ impl<'a> Node<'a, PayloadJson> for PayloadNode<'a> {
     fn as_array(&self) -> Option<Elements<'a>> {
         match (self, self.entry()) {
             (PayloadNode(Place::At(entries, at)), Some(Entry::Array { len, .. })) => {
-                Some(Elements { entries, at: *at as usize, len: *len })
+                Some(Elements(Siblings::elements(entries, *at as usize, *len)))
             }
             _ => None,
         }
@@ -458,11 +469,7 @@ impl<'a> Node<'a, PayloadJson> for PayloadNode<'a> {
 }
 
 /// An object's members.
-pub struct Members<'a> {
-    entries: &'a [Entry<'a>],
-    at: usize,
-    len: u32,
-}
+pub struct Members<'a>(Siblings<'a>);
 
 impl<'a> Object<'a, PayloadJson> for Members<'a> {
     type Node = PayloadNode<'a>;
@@ -470,7 +477,7 @@ impl<'a> Object<'a, PayloadJson> for Members<'a> {
     type MembersIter = MembersIter<'a>;
 
     fn len(&self) -> usize {
-        self.len as usize
+        self.0.left as usize
     }
 
     fn get(&self, key: &Box<str>) -> Option<PayloadNode<'a>> {
@@ -478,62 +485,45 @@ impl<'a> Object<'a, PayloadJson> for Members<'a> {
     }
 
     fn members(&self) -> MembersIter<'a> {
-        MembersIter { entries: self.entries, next: self.at + 1, left: self.len }
+        MembersIter(self.0.clone())
     }
 }
 
-pub struct MembersIter<'a> {
-    entries: &'a [Entry<'a>],
-    next: usize,
-    left: u32,
-}
+pub struct MembersIter<'a>(Siblings<'a>);
 
 impl<'a> Iterator for MembersIter<'a> {
     type Item = (&'a str, PayloadNode<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.left = self.left.checked_sub(1)?;
-        let key = key_at(self.entries, self.next);
-        let value = self.next + 1;
-        self.next = after(self.entries, value);
-        Some((key, PayloadNode(Place::At(self.entries, value as u32))))
+        let (entries, value) = (self.0.entries, self.0.next()?);
+        Some((key_at(entries, value - 1), PayloadNode(Place::At(entries, value as u32))))
     }
 }
 
 /// An array's elements.
-pub struct Elements<'a> {
-    entries: &'a [Entry<'a>],
-    at: usize,
-    len: u32,
-}
+pub struct Elements<'a>(Siblings<'a>);
 
 impl<'a> Array<'a, PayloadJson> for Elements<'a> {
     type Node = PayloadNode<'a>;
     type ElementsIter = ElementsIter<'a>;
 
     fn len(&self) -> usize {
-        self.len as usize
+        self.0.left as usize
     }
 
     fn elements(&self) -> ElementsIter<'a> {
-        ElementsIter { entries: self.entries, next: self.at + 1, left: self.len }
+        ElementsIter(self.0.clone())
     }
 }
 
-pub struct ElementsIter<'a> {
-    entries: &'a [Entry<'a>],
-    next: usize,
-    left: u32,
-}
+pub struct ElementsIter<'a>(Siblings<'a>);
 
 impl<'a> Iterator for ElementsIter<'a> {
     type Item = PayloadNode<'a>;
 
     fn next(&mut self) -> Option<PayloadNode<'a>> {
-        self.left = self.left.checked_sub(1)?;
-        let at = self.next;
-        self.next = after(self.entries, at);
-        Some(PayloadNode(Place::At(self.entries, at as u32)))
+        let (entries, at) = (self.0.entries, self.0.next()?);
+        Some(PayloadNode(Place::At(entries, at as u32)))
     }
 }
 
