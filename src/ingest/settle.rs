@@ -123,17 +123,17 @@ impl Shared {
         let stats = self.stats();
         Stats::add(&stats.stored, outcome.stored);
         Stats::add(&stats.duplicates, outcome.duplicates);
-        let now = chrono::Utc::now();
+        let now = chrono::Utc::now().timestamp_micros();
         let lag = metrics::histogram!("event_processor_lag_seconds");
         // Counted per event type once per batch: a labelled counter lookup per message costs.
-        let mut accepted: HashMap<&str, u64> = HashMap::new();
+        let mut accepted: HashMap<&str, u64, foldhash::fast::RandomState> = HashMap::default();
         for item in batch {
             match &item.verdict {
                 Verdict::Rejected(r) => Stats::add(&stats.rejected[r.rejection.reason.index()], 1),
                 Verdict::Accepted(e) => *accepted.entry(&e.event_type).or_default() += 1,
             }
             if let Some(sent_at) = item.arrival.sent_at {
-                lag.record((now - sent_at).to_std().unwrap_or_default().as_secs_f64());
+                lag.record((now - sent_at.timestamp_micros()).max(0) as f64 / 1e6);
             }
         }
         for (event_type, n) in accepted {

@@ -1,8 +1,9 @@
 //! The envelope every SQS message body carries, parsed without trusting anything in it.
 //!
 //! One pass over the body reads the envelope's fields with the payload parsed in it
-//! (for validation); a scan then finds the payload's JSON text as it was sent (what
-//! the store writes, so it is never re-serialised). Bodies that fail that pass take
+//! (for validation); a walk of the text then finds the payload's JSON text as it was
+//! sent (what the store writes, so it is never re-serialised) and what storing it
+//! needs to know ([`text::member`]). Bodies that fail that pass take
 //! two, which tell why: "not JSON" (`malformed_json`) and "JSON of the wrong shape"
 //! (`invalid_envelope`) are told apart, and every field problem is reported at once
 //! rather than the first one only.
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::payload::Payload;
 use super::rejection::{Reason, Rejection};
+use super::text::{self, Storable};
 
 /// Longest accepted `client_id`, `event_type` and `event_id`.
 pub const MAX_ID_CHARS: usize = 128;
@@ -33,6 +35,8 @@ pub struct Envelope<'a> {
     pub payload: Payload<'a>,
     /// The same payload as its JSON text in the body.
     pub payload_json: &'a str,
+    /// What storing that text needs to know.
+    pub storable: Storable,
 }
 
 /// What could be read of an envelope, kept with a rejection so operators (and
@@ -96,14 +100,14 @@ impl<'a> Envelope<'a> {
             });
         }
         // The common case in one pass: the payload is parsed with the envelope, and its
-        // text is then found by a scan of the body, which is JSON by then.
+        // text is then found by a walk of the body, which is JSON by then.
         if let Ok(members) = serde_json::from_str::<Members<Payload<'a>>>(body) {
             let (fields, payload) = members.split();
             match payload {
                 None => return fields.envelope(None),
                 Some((value, name)) => {
-                    if let Some(text) = member_text(body, name) {
-                        return fields.envelope(Some((value, text, name)));
+                    if let Some((text, storable)) = text::member(body, name) {
+                        return fields.envelope(Some((value, text, storable, name)));
                     }
                 }
             }
@@ -124,7 +128,7 @@ impl<'a> Envelope<'a> {
         let payload = match payload {
             None => None,
             Some((json, name)) => match serde_json::from_str::<Value>(json.get()) {
-                Ok(value) => Some((Payload::from_value(&value), json.get(), name)),
+                Ok(value) => Some((Payload::from_value(&value), json.get(), text::storable(json.get()), name)),
                 Err(e) => return Err(malformed(format_args!("{name}: {e}"), fields.identity)),
             },
         };
@@ -171,18 +175,18 @@ impl<P> Members<P> {
 }
 
 impl Fields {
-    /// The envelope, when every field and the payload (parsed, its text, and the
-    /// member it came from) are well-formed.
+    /// The envelope, when every field and the payload (parsed, its text, what storing
+    /// it needs to know, and the member it came from) are well-formed.
     fn envelope<'a>(
         mut self,
-        payload: Option<(Payload<'a>, &'a str, &str)>,
+        payload: Option<(Payload<'a>, &'a str, Storable, &str)>,
     ) -> Result<Envelope<'a>, (Rejection, Identity)> {
         let payload = match payload {
-            Some((message, _, "message")) if !message.is_string() => {
+            Some((message, _, _, "message")) if !message.is_string() => {
                 self.errors.push(format!("message: expected a string, got {}", kind_of(&message.to_value())));
                 None
             }
-            Some((value, text, _)) => Some((value, text)),
+            Some((value, text, storable, _)) => Some((value, text, storable)),
             None => {
                 self.errors.push("payload: required (or the legacy string `message`)".to_owned());
                 None
@@ -190,7 +194,7 @@ impl Fields {
         };
         let Identity { client_id, event_type, version, event_id } = self.identity;
         match (client_id, event_type, version, payload) {
-            (Some(client_id), Some(event_type), Some(version), Some((payload, payload_json)))
+            (Some(client_id), Some(event_type), Some(version), Some((payload, payload_json, storable)))
                 if self.errors.is_empty() =>
             {
                 Ok(Envelope {
@@ -201,98 +205,12 @@ impl Fields {
                     occurred_at: self.occurred_at,
                     payload,
                     payload_json,
+                    storable,
                 })
             }
             (client_id, event_type, version, _) => {
                 Err(invalid(self.errors, Identity { client_id, event_type, version, event_id }))
             }
-        }
-    }
-}
-
-/// The text of the top-level member `name` of an object's JSON text that is known to
-/// be valid (it was just parsed), without the whitespace around it, as `RawValue`
-/// gives it. Strings are jumped over with memchr rather than read. `None` when the
-/// member is missing or a key is written with escapes.
-fn member_text<'a>(object: &'a str, name: &str) -> Option<&'a str> {
-    let bytes = object.as_bytes();
-    let mut i = skip_whitespace(bytes, 0) + 1; // past `{`
-    loop {
-        i = skip_whitespace(bytes, i);
-        if bytes.get(i) != Some(&b'"') {
-            return None; // `}`: no such member
-        }
-        let key_end = string_end(bytes, i)?;
-        let key = &bytes[i + 1..key_end - 1];
-        if key.contains(&b'\\') {
-            return None;
-        }
-        let start = skip_whitespace(bytes, skip_whitespace(bytes, key_end) + 1); // past `:`
-        let end = value_end(bytes, start)?;
-        if key == name.as_bytes() {
-            return object.get(start..end);
-        }
-        i = skip_whitespace(bytes, end);
-        if bytes.get(i) != Some(&b',') {
-            return None;
-        }
-        i += 1;
-    }
-}
-
-fn skip_whitespace(bytes: &[u8], mut i: usize) -> usize {
-    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        i += 1;
-    }
-    i
-}
-
-/// Just past the closing quote of the string opening at `i` in a JSON text: jumps
-/// from quote or backslash to the next with memchr, past escapes.
-pub(super) fn string_end(bytes: &[u8], mut i: usize) -> Option<usize> {
-    i += 1;
-    loop {
-        i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
-        if bytes[i] == b'"' {
-            return Some(i + 1);
-        }
-        i += 2; // the backslash and the character it escapes
-    }
-}
-
-/// Just past the value starting at `i`.
-fn value_end(bytes: &[u8], mut i: usize) -> Option<usize> {
-    match bytes.get(i)? {
-        b'"' => string_end(bytes, i),
-        b'{' | b'[' => {
-            let mut depth = 0usize;
-            loop {
-                match bytes.get(i)? {
-                    b'"' => {
-                        i = string_end(bytes, i)?;
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return Some(i + 1);
-                        }
-                    }
-                    _ => {}
-                }
-                i += 1;
-            }
-        }
-        // A number or a literal.
-        _ => {
-            let rest = &bytes[i..];
-            Some(
-                i + rest
-                    .iter()
-                    .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
-                    .unwrap_or(rest.len()),
-            )
         }
     }
 }
@@ -481,29 +399,6 @@ mod tests {
         assert_eq!(reason(r#"{"client_id":"a","client_id" oops"#), Reason::MalformedJson);
         // Members the envelope does not read may repeat, as before.
         assert!(Envelope::parse(r#"{"client_id":"a","event_type":"t","x":1,"x":2,"payload":{}}"#).is_ok());
-    }
-
-    #[test]
-    fn the_payload_text_found_by_the_scan_is_the_one_a_full_read_finds() {
-        let bodies = [
-            r#"{"payload":{"a":"}\"{","b":[1,{"c":"]"}]},"client_id":"c"}"#,
-            r#" { "x" : "payload" , "y":{"payload":1}, "payload" :	[ "\\", {} ] , "z":2 }"#,
-            r#"{"n":-1.5e3,"t":true,"payload":12.50}"#,
-            r#"{"payload":"a \"quoted\" \\ string"}"#,
-            r#"{"message":"legacy","payload":null}"#,
-            r#"{"k":{"payload\u0000":[]},"payload":false}"#,
-        ];
-        for body in bodies {
-            let read: Members<&RawValue> = serde_json::from_str(body).unwrap();
-            assert_eq!(member_text(body, "payload"), read.payload.map(RawValue::get), "{body}");
-        }
-        assert_eq!(member_text(r#"{"message":"m"}"#, "message"), Some(r#""m""#));
-        assert_eq!(member_text(r#"{"a":1}"#, "payload"), None, "a missing member");
-        assert_eq!(member_text(r#"{"pay\u006coad":1}"#, "payload"), None, "an escaped key: the two-pass way");
-        assert_eq!(member_text(r#"{"k\n":1,"payload":2}"#, "payload"), None, "any escaped key before it, too");
-        // Which the envelope then reads like any other.
-        let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","pay\u006coad": {"a":1}}"#).unwrap();
-        assert_eq!((e.payload_json, e.payload.to_value()), (r#"{"a":1}"#, json!({"a": 1})));
     }
 
     #[test]
