@@ -223,7 +223,8 @@ fn id_field(member: Option<Value>, name: &str, required: bool, errors: &mut Vec<
             errors.push(format!("{name}: required"));
             None
         }
-        Some(Value::String(s)) if s.is_empty() || s.chars().count() > MAX_ID_CHARS => {
+        // (No more characters than bytes: only a long one is counted.)
+        Some(Value::String(s)) if s.is_empty() || (s.len() > MAX_ID_CHARS && s.chars().count() > MAX_ID_CHARS) => {
             errors.push(format!("{name}: expected 1 to {MAX_ID_CHARS} characters, got {}", s.chars().count()));
             None
         }

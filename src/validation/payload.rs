@@ -281,16 +281,33 @@ impl<'de> Visitor<'de> for EntrySeed<'_, 'de> {
 /// The key serde_json's `Value` treats as a raw value (`serde_json::raw::TOKEN`, private).
 const RAW_VALUE_MARKER: &str = "$serde_json::private::RawValue";
 
-/// Whether a key of the object at `at` (its members complete) is given twice. Pairwise
-/// for small objects, sorted for large ones, so a body of many keys costs n log n.
+/// Whether a key of the object at `at` (its members complete) is given twice. Small
+/// objects compare each key with those before it, by length and first bytes first;
+/// large ones are sorted, so a body of many keys costs n log n.
 fn repeated_key(entries: &[Entry], at: usize, len: u32) -> bool {
-    let keys = || Siblings::members(entries, at, len).map(|value| key_at(entries, value - 1));
+    let keys = Siblings::members(entries, at, len).map(|value| key_at(entries, value - 1));
     if len <= 16 {
-        return keys().enumerate().any(|(i, key)| keys().take(i).any(|earlier| earlier == key));
+        let mut seen = [(0u128, ""); 16];
+        for (i, key) in keys.enumerate() {
+            let print = fingerprint(key);
+            if seen[..i].iter().any(|&(earlier_print, earlier)| earlier_print == print && earlier == key) {
+                return true;
+            }
+            seen[i] = (print, key);
+        }
+        return false;
     }
-    let mut sorted: Vec<&str> = keys().collect();
+    let mut sorted: Vec<&str> = keys.collect();
     sorted.sort_unstable();
     sorted.windows(2).any(|pair| pair[0] == pair[1])
+}
+
+/// A key's length and first eight bytes: two keys that differ in either are different.
+fn fingerprint(key: &str) -> u128 {
+    let mut head = [0u8; 8];
+    let n = key.len().min(8);
+    head[..n].copy_from_slice(&key.as_bytes()[..n]);
+    (key.len() as u128) << 64 | u64::from_le_bytes(head) as u128
 }
 
 /// An object key, borrowed from the body unless it has escapes.
@@ -675,6 +692,15 @@ mod tests {
     fn a_repeated_key_is_refused_and_the_envelope_reads_it_as_value_does() {
         assert!(serde_json::from_str::<Payload>(r#"{"a": 1, "b": {"a": 1}, "a": 2}"#).is_err());
         assert!(serde_json::from_str::<Payload>(r#"[{"a": 1}, {"a": 2}]"#).is_ok(), "keys repeat across objects");
+        // Keys alike in length and first eight bytes, in a small object and at 16 keys.
+        assert!(serde_json::from_str::<Payload>(r#"{"same-head-1": 1, "same-head-2": 2, "": 3}"#).is_ok());
+        assert!(serde_json::from_str::<Payload>(r#"{"same-head-1": 1, "x": 2, "same-head-1": 3}"#).is_err());
+        let sixteen = |last: &str| {
+            let keys: Vec<String> = (0..15).map(|i| format!(r#""same-head-{i:02}":0"#)).collect();
+            format!(r#"{{{},"{last}":0}}"#, keys.join(","))
+        };
+        assert!(serde_json::from_str::<Payload>(&sixteen("same-head-15")).is_ok());
+        assert!(serde_json::from_str::<Payload>(&sixteen("same-head-03")).is_err());
         let body = r#"{"client_id":"c","event_type":"t","payload":{"a":1,"a":{"b":2}}}"#;
         let envelope = Envelope::parse(body).unwrap();
         assert_eq!(envelope.payload.to_value(), json!({"a": {"b": 2}}));
