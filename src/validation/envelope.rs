@@ -128,7 +128,13 @@ impl<'a> Envelope<'a> {
         let payload = match payload {
             None => None,
             Some((json, name)) => match serde_json::from_str::<Value>(json.get()) {
-                Ok(value) => Some((Payload::from_value(&value), json.get(), text::storable(json.get()), name)),
+                Ok(value) => {
+                    // `Value` reads an object keyed by serde_json's raw value marker as the
+                    // JSON text in its string, whose decoded escapes the walk does not
+                    // see: this rare reading always has its payload searched for U+0000.
+                    let storable = Storable { escaped_nul: true, ..text::storable(json.get()) };
+                    Some((Payload::from_value(&value), json.get(), storable, name))
+                }
                 Err(e) => return Err(malformed(format_args!("{name}: {e}"), fields.identity)),
             },
         };
@@ -400,6 +406,12 @@ mod tests {
         assert_eq!(reason(r#"{"client_id":"a","client_id" oops"#), Reason::MalformedJson);
         // Members the envelope does not read may repeat, as before.
         assert!(Envelope::parse(r#"{"client_id":"a","event_type":"t","x":1,"x":2,"payload":{}}"#).is_ok());
+    }
+
+    #[test]
+    fn a_payload_key_written_with_escapes_is_read_the_two_pass_way() {
+        let e = Envelope::parse(r#"{"client_id":"c","event_type":"t","pay\u006coad": {"a":1}}"#).unwrap();
+        assert_eq!((e.payload_json, e.payload.to_value()), (r#"{"a":1}"#, json!({"a": 1})));
     }
 
     #[test]

@@ -69,7 +69,8 @@ pub fn classify(body: &str, sqs_message_id: &str, registry: &Registry) -> Verdic
     };
     let reject = |rejection: Rejection| Verdict::Rejected(Rejected { rejection, identity: envelope.identity() });
     // A NUL reaches a parsed string only through the escape `\u0000` (JSON allows no raw
-    // one), so a payload without it needs no search.
+    // one), so a payload read in one pass without it needs no search (the two-pass
+    // reading always searches: see `Envelope::parse`).
     if let Some(path) = envelope.storable.escaped_nul.then(|| find_nul(&envelope.payload.to_value())).flatten() {
         return reject(Rejection::new(
             Reason::Unstorable,
@@ -133,6 +134,17 @@ mod tests {
             // The same, read the two-pass way (a key repeated in the payload).
             (
                 r#"{"client_id":"client-1","event_type":"user-app","version":2,"payload":{"a":1,"a":"\u0000"}}"#,
+                Reason::Unstorable,
+            ),
+            // A NUL only serde_json's raw value reading decodes (an escaped backslash in
+            // the text): still found, in a string, and in a key a violation would name.
+            (
+                r#"{"client_id":"client-1","event_type":"user-app","payload":{"$serde_json::private::RawValue":"\"\\u0000\""}}"#,
+                Reason::Unstorable,
+            ),
+            (
+                r#"{"client_id":"client-1","event_type":"transaction-app","version":2,
+                    "payload":{"$serde_json::private::RawValue":"{\"a\\u0000\":1}"}}"#,
                 Reason::Unstorable,
             ),
         ];

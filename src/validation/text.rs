@@ -7,8 +7,7 @@
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Storable {
     /// A string or key holds the escape `\u0000`: jsonb refuses U+0000, so the parsed
-    /// value is searched for it (the escape may be written `\u0000` only, as JSON has
-    /// no raw NUL).
+    /// value is searched for it (in JSON text a NUL can only be written so).
     pub escaped_nul: bool,
     /// A number PostgreSQL's `numeric` refuses as written: more than 4 exponent digits
     /// or 1,000 characters (it takes at most 16,383 decimal places, and exponents up to
