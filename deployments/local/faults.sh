@@ -12,8 +12,10 @@
 #   deployments/local/faults.sh kill9 sqs       some of them
 #   deployments/local/faults.sh --long          10x the events per scenario
 #
-# The database is a private PostgreSQL cluster on FAULT_PG_PORT (default 55432), so
-# stopping it never disturbs other users of the machine's PostgreSQL. The SQS outage
+# The database is a private PostgreSQL cluster on FAULT_PG_PORT (default 25432, below
+# the ports Linux hands out for outgoing connections, which a connection's local end
+# could be holding), so stopping it never disturbs other users of the machine's
+# PostgreSQL. The SQS outage
 # cuts a TCP proxy between the processor and LocalStack instead of stopping LocalStack.
 source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,7 +31,7 @@ for arg in "$@"; do
 done
 [ ${#scenarios[@]} -gt 0 ] || scenarios=("${ALL[@]}")
 
-FAULT_PG_PORT=${FAULT_PG_PORT:-55432}
+FAULT_PG_PORT=${FAULT_PG_PORT:-25432}
 pg_server="postgres://postgres@127.0.0.1:$FAULT_PG_PORT"
 db_url="$pg_server/ep_faults"
 work="$CACHE_DIR/faults"

@@ -53,9 +53,16 @@ start() {
       as_pg "$bin/initdb" -D "$data_dir" -U "$pg_user" --auth=trust -E UTF8 >/dev/null
     fi
     log "starting PostgreSQL on 127.0.0.1:$pg_port"
-    as_pg "$bin/pg_ctl" -D "$data_dir" -l "$data_dir/server.log" -w -t 60 \
-      -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $data_dir" start >/dev/null \
-      || die "PostgreSQL did not start; see $data_dir/server.log"
+    # A port can be briefly held by a connection's local end: retried a few times.
+    local attempt
+    for attempt in 1 2 3 4 5; do
+      as_pg "$bin/pg_ctl" -D "$data_dir" -l "$data_dir/server.log" -w -t 60 \
+        -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $data_dir" start >/dev/null && break
+      tail -n 5 "$data_dir/server.log" | grep -q "Address already in use" && [ "$attempt" -lt 5 ] \
+        || die "PostgreSQL did not start; see $data_dir/server.log"
+      log "port $pg_port is in use; retrying in 2 s"
+      sleep 2
+    done
     echo "$data_dir" > "$pid_file"
     answers || die "PostgreSQL started but $admin_url does not answer"
   fi
