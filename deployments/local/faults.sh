@@ -15,8 +15,8 @@
 # The database is a private PostgreSQL cluster on FAULT_PG_PORT (default 25432, below
 # the ports Linux hands out for outgoing connections, which a connection's local end
 # could be holding), so stopping it never disturbs other users of the machine's
-# PostgreSQL. The SQS outage
-# cuts a TCP proxy between the processor and LocalStack instead of stopping LocalStack.
+# PostgreSQL. The SQS outage cuts a TCP proxy between the processor and LocalStack
+# instead of stopping LocalStack.
 source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 ALL=(kill9 pg_outage slow_db read_only_db db_blackhole sqs_outage replicas sigterm hostile checker
