@@ -1,12 +1,14 @@
 //! The envelope every SQS message body carries, parsed without trusting anything in it.
 //!
-//! One pass over the body reads the envelope's fields with the payload parsed in it
-//! (for validation); a walk of the text then finds the payload's JSON text as it was
+//! One pass over the body ([`text::Reader`]) checks it is JSON and reads the envelope's
+//! fields, the payload's document (for validation), the payload's JSON text as it was
 //! sent (what the store writes, so it is never re-serialised) and what storing it
-//! needs to know ([`text::member`]). Bodies that fail that pass take
-//! two, which tell why: "not JSON" (`malformed_json`) and "JSON of the wrong shape"
-//! (`invalid_envelope`) are told apart, and every field problem is reported at once
-//! rather than the first one only.
+//! needs to know. Bodies that pass declines (anything unusual, every error among
+//! them) are read by serde_json in two passes, which tell why: "not JSON"
+//! (`malformed_json`) and "JSON of the wrong shape" (`invalid_envelope`) are told
+//! apart, and every field problem is reported at once rather than the first one only.
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer};
@@ -15,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::payload::Payload;
 use super::rejection::{Reason, Rejection};
-use super::text::{self, Storable};
+use super::text::{self, Reader, Storable};
 
 /// Longest accepted `client_id`, `event_type` and `event_id`.
 pub const MAX_ID_CHARS: usize = 128;
@@ -77,6 +79,78 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
+/// A payload as [`read`] gives it: parsed, its text, what storing it needs to know.
+type Read<'a> = (Payload<'a>, &'a str, Storable);
+
+/// The common case in one pass of [`Reader`], which checks the body is JSON as it goes:
+/// keys without escapes, each given once, and the envelope's fields strings, `null`
+/// or numbers. `None` for anything else, which serde_json then reads.
+fn read(body: &str) -> Option<Members<Read<'_>>> {
+    let mut members = Members {
+        client_id: None,
+        event_type: None,
+        event_id: None,
+        version: None,
+        occurred_at: None,
+        payload: None,
+        message: None,
+    };
+    let mut reader = Reader::new(body);
+    reader.eat(b'{')?;
+    if reader.peek()? == b'}' {
+        reader.at += 1;
+    } else {
+        loop {
+            if reader.peek()? != b'"' {
+                return None;
+            }
+            let Cow::Borrowed(key) = reader.string()? else { return None };
+            reader.eat(b':')?;
+            match key {
+                "client_id" => field(&mut reader, &mut members.client_id)?,
+                "event_type" => field(&mut reader, &mut members.event_type)?,
+                "event_id" => field(&mut reader, &mut members.event_id)?,
+                "version" => field(&mut reader, &mut members.version)?,
+                "occurred_at" => field(&mut reader, &mut members.occurred_at)?,
+                "payload" => payload(&mut reader, &mut members.payload)?,
+                "message" => payload(&mut reader, &mut members.message)?,
+                // Any other member is skipped, read to check it is JSON.
+                _ => drop(Payload::read(&mut reader)?),
+            }
+            match reader.peek()? {
+                b',' => reader.at += 1,
+                b'}' => {
+                    reader.at += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    reader.peek().is_none().then_some(members)
+}
+
+/// An envelope field: a string, `null` or a number, given once.
+fn field(reader: &mut Reader, member: &mut Option<Value>) -> Option<()> {
+    let value = match reader.peek()? {
+        b'"' => Value::String(reader.string()?.into_owned()),
+        b'n' => reader.literal(b"null").map(|()| Value::Null)?,
+        b'-' | b'0'..=b'9' => Value::Number(text::number(reader.number()?)?),
+        _ => return None,
+    };
+    member.replace(value).is_none().then_some(())
+}
+
+/// The payload (or the legacy `message`), given once: parsed, and its text.
+fn payload<'a>(reader: &mut Reader<'a>, member: &mut Option<Read<'a>>) -> Option<()> {
+    reader.peek()?;
+    let (start, seen) = (reader.at, std::mem::take(&mut reader.seen));
+    let payload = Payload::read(reader)?;
+    let storable = std::mem::replace(&mut reader.seen, seen);
+    let read = (payload, reader.text().get(start..reader.at)?, storable);
+    member.replace(read).is_none().then_some(())
+}
+
 fn malformed(error: impl std::fmt::Display, identity: Identity) -> (Rejection, Identity) {
     (Rejection::new(Reason::MalformedJson, format!("not JSON: {error}")), identity)
 }
@@ -89,6 +163,17 @@ impl<'a> Envelope<'a> {
     /// Parses a message body; on failure returns the rejection and whatever identity
     /// fields were well-formed.
     pub fn parse(body: &'a str) -> Result<Envelope<'a>, (Rejection, Identity)> {
+        match read(body) {
+            Some(members) => {
+                let (fields, payload) = members.split();
+                fields.envelope(payload.map(|((payload, text, storable), name)| (payload, text, storable, name)))
+            }
+            None => Envelope::parse_by_serde(body),
+        }
+    }
+
+    /// What [`read`] declines: serde_json reads it.
+    fn parse_by_serde(body: &'a str) -> Result<Envelope<'a>, (Rejection, Identity)> {
         if !body.trim_start().starts_with('{') {
             // Not an object: only the kind of JSON it is (if any) goes into the rejection.
             return Err(match serde_json::from_str::<Value>(body) {
@@ -99,23 +184,9 @@ impl<'a> Envelope<'a> {
                 ),
             });
         }
-        // The common case in one pass: the payload is parsed with the envelope, and its
-        // text is then found by a walk of the body, which is JSON by then.
-        if let Ok(members) = serde_json::from_str::<Members<Payload<'a>>>(body) {
-            let (fields, payload) = members.split();
-            match payload {
-                None => return fields.envelope(None),
-                Some((value, name)) => {
-                    if let Some((text, storable)) = text::member(body, name) {
-                        return fields.envelope(Some((value, text, storable, name)));
-                    }
-                }
-            }
-        }
-        // Otherwise (not JSON, a member given twice, a payload key written with escapes,
-        // a key repeated inside the payload) two passes: they tell a syntax error from a
-        // repeated member, keep the envelope's fields when only the payload is not JSON,
-        // and read a repeated payload key as `Value` does (the last one counts).
+        // Two passes: they tell a syntax error from a member given twice, keep the
+        // envelope's fields when only the payload is not JSON, and read the payload as
+        // `Value` does.
         let members: Members<&'a RawValue> = serde_json::from_str(body).map_err(|e| match e.classify() {
             // A member given twice stops the read there: the rest must still be JSON.
             serde_json::error::Category::Data => match serde_json::from_str::<serde::de::IgnoredAny>(body) {
@@ -130,7 +201,7 @@ impl<'a> Envelope<'a> {
             Some((json, name)) => match serde_json::from_str::<Value>(json.get()) {
                 Ok(value) => {
                     // `Value` reads an object keyed by serde_json's raw value marker as the
-                    // JSON text in its string, whose decoded escapes the walk does not
+                    // JSON text in its string, whose decoded escapes the reader does not
                     // see: this rare reading always has its payload searched for U+0000.
                     let storable = Storable { escaped_nul: true, ..text::storable(json.get()) };
                     Some((Payload::from_value(&value), json.get(), storable, name))
@@ -419,5 +490,99 @@ mod tests {
         assert_eq!(find_nul(&json!({"a": [1, {"b": "x\u{0}"}]})).as_deref(), Some("/a/1/b"));
         assert_eq!(find_nul(&json!({"k\u{0}": 1})).as_deref(), Some("/k\\u0000"));
         assert_eq!(find_nul(&json!({"a": "fine"})), None);
+    }
+
+    /// What an envelope reads as, for comparing two readings: its fields, the payload's
+    /// value and text, and whether a NUL the payload holds was seen.
+    fn summary(parsed: Result<Envelope, (Rejection, Identity)>) -> String {
+        match parsed {
+            Ok(e) => {
+                let value = e.payload.to_value();
+                let nul_seen = e.storable.escaped_nul || find_nul(&value).is_none();
+                format!(
+                    "{} {} {} {:?} {:?} {value} {} {} {nul_seen}",
+                    e.client_id,
+                    e.event_type,
+                    e.version,
+                    e.event_id,
+                    e.occurred_at,
+                    e.payload_json,
+                    e.storable.unfit_number
+                )
+            }
+            Err(rejected) => format!("{rejected:?}"),
+        }
+    }
+
+    /// The one-pass reader accepts only JSON, and reads what it accepts as serde_json
+    /// does: generated bodies of both workloads (valid and of every bad kind), edge
+    /// cases, and each of them changed by one character at every place (a deletion, an
+    /// insertion, a replacement).
+    #[test]
+    fn the_one_pass_reading_is_the_serde_reading() {
+        use crate::producers::generator::{Generator, Invalid, Mix};
+        use crate::producers::templates::EventsFile;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deployments/bench");
+        let mut bodies: Vec<String> = Vec::new();
+        for events in [EventsFile::demo(), EventsFile::read(&root.join("formats-events.json")).unwrap()] {
+            let mut generator = Generator::new(events, Mix::default(), Some(5), Some(11));
+            bodies.extend((0..4).map(|_| generator.valid().body));
+            bodies.extend(Invalid::ALL.into_iter().map(|kind| generator.invalid(kind).body));
+        }
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let edge = [
+            r#"{"client_id":"c","event_type":"t","payload":{}}"#.to_owned(),
+            r#" { "client_id" : "c" , "event_type":"t","version":3,"event_id":null,"payload":[ [] , {} , [{}] ] } "#
+                .into(),
+            r#"{"client_id":"c","event_type":"t","payload":{"a":"\u0000","b":"\\u0000","\u0000":1}}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":{"s":"\ud83e\udd80 é \" \\ \/ \b\f\n\r\t"}}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":["\ud800"]}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":[0,-0,-0.0,1e5,1E-5,-12.5e+3,123456789012345678901,1e400]}"#
+                .into(),
+            r#"{"client_id":"c","event_type":"t","payload":[1e-20000,true,false,null]}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":{"a":1,"a":2}}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":{"$serde_json::private::RawValue":"[1]"}}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":1,"payload":2}"#.into(),
+            r#"{"client_id":"c","client_id":"d","event_type":"t","payload":1}"#.into(),
+            r#"{"client\u005fid":"c","event_type":"t","payload":1}"#.into(),
+            r#"{"client_id":"c\u0000","event_type":"t","version":"2","payload":1,"message":{"x":[1]}}"#.into(),
+            r#"{"client_id":"c","event_type":"t","occurred_at":"2026-11-26T10:00:00Z","message":"m","x":{"y":[]}}"#
+                .into(),
+            r#"{"client_id":true,"event_type":"t","payload":1}"#.into(),
+            r#"{"client_id":"c","event_type":"t","version":1.0,"payload":1} x"#.into(),
+            r#"{}"#.into(),
+            format!(r#"{{"client_id":"c","event_type":"t","payload":{}}}"#, nested(63)),
+            format!(r#"{{"client_id":"c","event_type":"t","payload":{}}}"#, nested(64)),
+            format!(r#"{{"client_id":"c","event_type":"t","payload":{}}}"#, nested(65)),
+            format!(r#"{{"client_id":"c","event_type":"t","payload":{}}}"#, nested(130)),
+        ];
+        bodies.extend(edge);
+        let bytes =
+            ["\"", "\\", "{", "}", "[", "]", ",", ":", "0", "1", "-", "+", ".", "e", " ", "\u{1}", "u", "n", "é"];
+        let mut read = 0;
+        let mut compare = |body: &str| {
+            if super::read(body).is_some() {
+                read += 1;
+            }
+            assert_eq!(summary(Envelope::parse(body)), summary(Envelope::parse_by_serde(body)), "{body}");
+        };
+        for body in &bodies {
+            compare(body);
+            if body.len() > 1024 {
+                continue; // (the oversized kind: read whole, not changed at every byte)
+            }
+            for at in (0..=body.len()).filter(|&at| body.is_char_boundary(at)) {
+                if let Some(next) = body[at..].chars().next() {
+                    compare(&format!("{}{}", &body[..at], &body[at + next.len_utf8()..]));
+                    for b in bytes {
+                        compare(&format!("{}{b}{}", &body[..at], &body[at + next.len_utf8()..]));
+                    }
+                }
+                for b in bytes {
+                    compare(&format!("{}{b}{}", &body[..at], &body[at..]));
+                }
+            }
+        }
+        assert!(read > 10_000, "the reader accepted few enough bodies to prove little: {read}");
     }
 }

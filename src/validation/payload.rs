@@ -1,5 +1,5 @@
 //! The payload as the JSON Schema validator reads it: a flat document borrowed from the
-//! message body, built in the serde pass that reads the envelope.
+//! message body, built in the one pass that reads the envelope ([`Payload::read`]).
 //!
 //! Why not `serde_json::Value`: a `Value` allocates every string and every object, and
 //! frees them again, for a tree that lives only until the verdict. That was the largest
@@ -9,19 +9,20 @@
 //! representations ([`jsonschema::json`]), so the verdict comes from the same validator
 //! and the same compiled schema; a `Value` is built only for error messages.
 //!
-//! Reading follows `Value`'s own reading exactly (numbers come from the same serde
-//! visitor calls), except for two objects it refuses, which the envelope then reads
-//! as a `Value` ([`Payload::from_value`]): one with a repeated key (`Value` keeps the
-//! last one) and one opening with serde_json's raw value marker key.
+//! Reading gives what `Value`'s own reading gives (strings with escapes and numbers
+//! other than short integers are decoded by serde_json itself), and declines what it
+//! would read differently, which the envelope then reads as a `Value`
+//! ([`Payload::from_value`]): an object with a repeated key (`Value` keeps the last
+//! one), one opening with serde_json's raw value marker key, a string or number
+//! `Value` refuses, deep nesting.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use jsonschema::json::{cmp, Array, Json, Node, NodeIdentity, Object};
 use jsonschema::JsonType;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::{Number, Value};
+
+use super::text::{self, Reader};
 
 /// A parsed payload: its values in document order, each container followed by its
 /// members (an object's as key, value pairs).
@@ -159,123 +160,111 @@ impl Iterator for Siblings<'_> {
     }
 }
 
-impl<'de> Deserialize<'de> for Payload<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+/// Nesting [`Payload::read`] takes (serde_json's `Value` takes 128): a deeper payload is
+/// read as a `Value`.
+const MAX_DEPTH: usize = 64;
+
+impl<'a> Payload<'a> {
+    /// Reads the value at the reader's next byte, checking it is JSON as it goes: one
+    /// pass, entries pushed as their tokens are read, strings without escapes borrowed.
+    /// `None` for text that is not JSON, and for what only `Value`'s reading gets right:
+    /// a key given twice (`Value` keeps the last), serde_json's raw value marker, a
+    /// string or number `Value` refuses, nesting deeper than [`MAX_DEPTH`].
+    pub(super) fn read(reader: &mut Reader<'a>) -> Option<Payload<'a>> {
         // Room for a typical event (about 30 values); bigger ones grow the one allocation.
         let mut entries = Vec::with_capacity(64);
-        EntrySeed(&mut entries).deserialize(deserializer)?;
-        Ok(Payload { entries })
-    }
-}
-
-/// Appends one value (and its descendants) to the entries.
-struct EntrySeed<'v, 'de>(&'v mut Vec<Entry<'de>>);
-
-impl<'de> DeserializeSeed<'de> for EntrySeed<'_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-/// The length of a container, refused past `u32` (SQS bodies are far smaller).
-fn count<E: de::Error>(n: usize) -> Result<u32, E> {
-    u32::try_from(n).map_err(|_| E::custom("payload too large"))
-}
-
-impl<'de> Visitor<'de> for EntrySeed<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
-        self.0.push(Entry::Bool(v));
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.0.push(Entry::Number(v.into()));
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.0.push(Entry::Number(v.into()));
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
-        // As `Value` reads it: a number with no f64 (none from JSON text) becomes null.
-        self.0.push(Number::from_f64(v).map_or(Entry::Null, Entry::Number));
-        Ok(())
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
-        self.0.push(Entry::String(Cow::Borrowed(v)));
-        Ok(())
-    }
-
-    /// A string with escapes, decoded by serde.
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.0.push(Entry::String(Cow::Owned(v.to_owned())));
-        Ok(())
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<(), E> {
-        self.0.push(Entry::String(Cow::Owned(v)));
-        Ok(())
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.0.push(Entry::Null);
-        Ok(())
-    }
-
-    fn visit_none<E>(self) -> Result<(), E> {
-        self.0.push(Entry::Null);
-        Ok(())
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        EntrySeed(self.0).deserialize(deserializer)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let entries = self.0;
-        let at = entries.len();
-        entries.push(Entry::Null);
-        let mut len = 0;
-        while seq.next_element_seed(EntrySeed(&mut *entries))?.is_some() {
-            len += 1;
-        }
-        entries[at] = Entry::Array { len: count(len)?, end: count(entries.len())? };
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let entries = self.0;
-        let at = entries.len();
-        entries.push(Entry::Null);
-        let mut len = 0;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            // serde_json's `Value` reads an object opening with this key as the JSON text
-            // of its value (its `raw_value` feature's marker): left to the `Value` reading.
-            if len == 0 && key == RAW_VALUE_MARKER {
-                return Err(de::Error::custom("serde_json's raw value marker"));
+        // The containers around the next value: each one's entry and members so far.
+        let mut open = [(0usize, 0u32); MAX_DEPTH];
+        let mut depth = 0;
+        loop {
+            let empty = match reader.peek()? {
+                bracket @ (b'{' | b'[') => {
+                    if depth == MAX_DEPTH {
+                        return None;
+                    }
+                    open[depth] = (entries.len(), 0);
+                    depth += 1;
+                    reader.at += 1;
+                    let (entry, close) = match bracket {
+                        b'{' => (Entry::Object { len: 0, end: 0 }, b'}'),
+                        _ => (Entry::Array { len: 0, end: 0 }, b']'),
+                    };
+                    entries.push(entry);
+                    if reader.peek()? != close {
+                        if close == b'}' {
+                            key(reader, &mut entries, true)?;
+                        }
+                        continue;
+                    }
+                    true
+                }
+                b'"' => {
+                    entries.push(Entry::String(reader.string()?));
+                    false
+                }
+                b'-' | b'0'..=b'9' => {
+                    entries.push(Entry::Number(text::number(reader.number()?)?));
+                    false
+                }
+                b't' => {
+                    reader.literal(b"true")?;
+                    entries.push(Entry::Bool(true));
+                    false
+                }
+                b'f' => {
+                    reader.literal(b"false")?;
+                    entries.push(Entry::Bool(false));
+                    false
+                }
+                b'n' => {
+                    reader.literal(b"null")?;
+                    entries.push(Entry::Null);
+                    false
+                }
+                _ => return None,
+            };
+            // Past a value, or at the end of an empty container: close what ends here.
+            let mut counted = !empty;
+            loop {
+                let Some(top) = depth.checked_sub(1) else { return Some(Payload { entries }) };
+                let (at, len) = &mut open[top];
+                *len += u32::from(counted);
+                counted = true;
+                let (at, len, object) = (*at, *len, matches!(entries[*at], Entry::Object { .. }));
+                match (reader.peek()?, object) {
+                    (b',', _) => {
+                        reader.at += 1;
+                        if object {
+                            key(reader, &mut entries, false)?;
+                        }
+                        break;
+                    }
+                    (b'}', true) if !repeated_key(&entries, at, len) => {
+                        entries[at] = Entry::Object { len, end: u32::try_from(entries.len()).ok()? }
+                    }
+                    (b']', false) => entries[at] = Entry::Array { len, end: u32::try_from(entries.len()).ok()? },
+                    _ => return None,
+                }
+                reader.at += 1;
+                depth = top;
             }
-            entries.push(Entry::String(key));
-            map.next_value_seed(EntrySeed(&mut *entries))?;
-            len += 1;
         }
-        let len = count(len)?;
-        if repeated_key(entries, at, len) {
-            return Err(de::Error::custom("a key given twice"));
-        }
-        entries[at] = Entry::Object { len, end: count(entries.len())? };
-        Ok(())
     }
+}
+
+/// Reads an object's key at the reader's next byte, and the `:` after it.
+fn key<'a>(reader: &mut Reader<'a>, entries: &mut Vec<Entry<'a>>, first: bool) -> Option<()> {
+    if reader.peek()? != b'"' {
+        return None;
+    }
+    let key = reader.string()?;
+    // serde_json's `Value` reads an object opening with this key as the JSON text of
+    // its value (its `raw_value` feature's marker): left to the `Value` reading.
+    if first && key == RAW_VALUE_MARKER {
+        return None;
+    }
+    entries.push(Entry::String(key));
+    reader.eat(b':')
 }
 
 /// The key serde_json's `Value` treats as a raw value (`serde_json::raw::TOKEN`, private).
@@ -308,37 +297,6 @@ fn fingerprint(key: &str) -> u128 {
     let n = key.len().min(8);
     head[..n].copy_from_slice(&key.as_bytes()[..n]);
     (key.len() as u128) << 64 | u64::from_le_bytes(head) as u128
-}
-
-/// An object key, borrowed from the body unless it has escapes.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Cow<'de, str>, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string key")
-    }
-
-    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Borrowed(v))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
-        Ok(Cow::Owned(v))
-    }
 }
 
 /// The representation jsonschema validates payloads in (see the module's comment).
@@ -556,10 +514,17 @@ mod tests {
     use crate::registry::{Registry, RegistryFile};
     use crate::validation::Envelope;
 
+    /// A whole text read as a payload; `None` where [`Payload::read`] declines it.
+    fn read(text: &str) -> Option<Payload<'_>> {
+        let mut reader = Reader::new(text);
+        let payload = Payload::read(&mut reader)?;
+        reader.peek().is_none().then_some(payload)
+    }
+
     /// jsonschema's verdict and errors for `text` are the same read as a `Value` and as a `Payload`.
     fn both_ways(validators: &(jsonschema::Validator, jsonschema::Validator<PayloadJson>), text: &str) {
         let value: Value = serde_json::from_str(text).unwrap();
-        let payload: Payload = serde_json::from_str(text).unwrap();
+        let payload = read(text).unwrap();
         assert_eq!(payload.to_value(), value, "{text}");
         let (by_value, by_payload) = validators;
         assert_eq!(by_value.is_valid(&value), by_payload.is_valid(payload.root()), "{text}");
@@ -661,7 +626,7 @@ mod tests {
 
     #[test]
     fn strings_without_escapes_are_borrowed_from_the_body() {
-        let payload: Payload = serde_json::from_str(r#"{"plain": "abc", "esc\"aped": "a\nb"}"#).unwrap();
+        let payload = read(r#"{"plain": "abc", "esc\"aped": "a\nb"}"#).unwrap();
         let object = payload.root().as_object().unwrap();
         let strings: Vec<(&str, bool)> =
             object.members().map(|(name, value)| (name, matches!(value.as_string(), Some(Cow::Borrowed(_))))).collect();
@@ -672,8 +637,8 @@ mod tests {
 
     #[test]
     fn serde_jsons_raw_value_marker_is_read_as_value_reads_it() {
-        assert!(serde_json::from_str::<Payload>(r#"{"$serde_json::private::RawValue": "[1,2]"}"#).is_err());
-        assert!(serde_json::from_str::<Payload>(r#"{"a": 1, "$serde_json::private::RawValue": 2}"#).is_ok());
+        assert!(read(r#"{"$serde_json::private::RawValue": "[1,2]"}"#).is_none());
+        assert!(read(r#"{"a": 1, "$serde_json::private::RawValue": 2}"#).is_some());
         let body = r#"{"client_id":"c","event_type":"t","payload":{"$serde_json::private::RawValue":"[1,2]"}}"#;
         assert_eq!(Envelope::parse(body).unwrap().payload.to_value(), json!([1, 2]));
         let body = r#"{"client_id":"c","event_type":"t","payload":{"$serde_json::private::RawValue":5}}"#;
@@ -683,24 +648,24 @@ mod tests {
     #[test]
     fn many_keys_are_checked_for_repeats_in_n_log_n() {
         let keys = |n: usize| (0..n).map(|i| format!(r#""k{i}":0"#)).collect::<Vec<_>>().join(",");
-        assert!(serde_json::from_str::<Payload>(&format!("{{{}}}", keys(100_000))).is_ok());
-        assert!(serde_json::from_str::<Payload>(&format!(r#"{{{},"k7":1}}"#, keys(100_000))).is_err());
-        assert!(serde_json::from_str::<Payload>(r#"{"a": 1, "b": 2, "\u0061": 3}"#).is_err(), "compared decoded");
+        assert!(read(&format!("{{{}}}", keys(100_000))).is_some());
+        assert!(read(&format!(r#"{{{},"k7":1}}"#, keys(100_000))).is_none());
+        assert!(read(r#"{"a": 1, "b": 2, "\u0061": 3}"#).is_none(), "compared decoded");
     }
 
     #[test]
     fn a_repeated_key_is_refused_and_the_envelope_reads_it_as_value_does() {
-        assert!(serde_json::from_str::<Payload>(r#"{"a": 1, "b": {"a": 1}, "a": 2}"#).is_err());
-        assert!(serde_json::from_str::<Payload>(r#"[{"a": 1}, {"a": 2}]"#).is_ok(), "keys repeat across objects");
+        assert!(read(r#"{"a": 1, "b": {"a": 1}, "a": 2}"#).is_none());
+        assert!(read(r#"[{"a": 1}, {"a": 2}]"#).is_some(), "keys repeat across objects");
         // Keys alike in length and first eight bytes, in a small object and at 16 keys.
-        assert!(serde_json::from_str::<Payload>(r#"{"same-head-1": 1, "same-head-2": 2, "": 3}"#).is_ok());
-        assert!(serde_json::from_str::<Payload>(r#"{"same-head-1": 1, "x": 2, "same-head-1": 3}"#).is_err());
+        assert!(read(r#"{"same-head-1": 1, "same-head-2": 2, "": 3}"#).is_some());
+        assert!(read(r#"{"same-head-1": 1, "x": 2, "same-head-1": 3}"#).is_none());
         let sixteen = |last: &str| {
             let keys: Vec<String> = (0..15).map(|i| format!(r#""same-head-{i:02}":0"#)).collect();
             format!(r#"{{{},"{last}":0}}"#, keys.join(","))
         };
-        assert!(serde_json::from_str::<Payload>(&sixteen("same-head-15")).is_ok());
-        assert!(serde_json::from_str::<Payload>(&sixteen("same-head-03")).is_err());
+        assert!(read(&sixteen("same-head-15")).is_some());
+        assert!(read(&sixteen("same-head-03")).is_none());
         let body = r#"{"client_id":"c","event_type":"t","payload":{"a":1,"a":{"b":2}}}"#;
         let envelope = Envelope::parse(body).unwrap();
         assert_eq!(envelope.payload.to_value(), json!({"a": {"b": 2}}));
