@@ -43,8 +43,9 @@ pub struct Classified {
 
 /// A batch in one statement, so one round trip and its own transaction: new events,
 /// unless their SQS message was already rejected, and new rejections, unless their SQS
-/// message was already stored as an event. Returns the message ids of the events
-/// written and how many rejections were. Both inserts see the table as it was before
+/// message was already stored as an event. Returns how many events were written,
+/// their message ids only when some were not (the ids of a whole batch would be sent
+/// and decoded for nothing), and how many rejections were. Both inserts see the table as it was before
 /// the statement, so a batch never holds one message under both verdicts (see
 /// [`RejectedColumns::of`]).
 const INSERT_BATCH: &str = "
@@ -68,7 +69,9 @@ const INSERT_BATCH: &str = "
                                                     AND m.sqs_message_id = u.sqs_message_id)
         ON CONFLICT (sqs_message_id) DO NOTHING
         RETURNING 1)
-    SELECT ARRAY(SELECT sqs_message_id FROM events), (SELECT count(*) FROM rejections)";
+    SELECT (SELECT count(*) FROM events),
+           CASE WHEN (SELECT count(*) FROM events) < cardinality($9::text[]) THEN ARRAY(SELECT sqs_message_id FROM events) END,
+           (SELECT count(*) FROM rejections)";
 
 /// What an accepted event that was not written meets: the stored row of its key (and
 /// whether its content is the same), and a rejection of its SQS message.
@@ -182,9 +185,11 @@ impl Store {
 async fn write(db: &impl GenericClient, batch: &mut [Classified]) -> Result<CommitOutcome, StoreError> {
     let events = EventColumns::of(batch);
     let accepted = events.len();
-    let (written, mut rejected) = insert_batch(db, &events, &RejectedColumns::of(batch, |_| true)).await?;
-    let stored = written.len() as u64;
-    let conflicts = if stored < accepted { events.conflicts(db, &written).await? } else { Vec::new() };
+    let (stored, written, mut rejected) = insert_batch(db, &events, &RejectedColumns::of(batch, |_| true)).await?;
+    let conflicts = match written {
+        Some(written) => events.conflicts(db, &written).await?,
+        None => Vec::new(),
+    };
     drop(events);
     let conflicting = conflicts.len() as u64;
     if !conflicts.is_empty() {
@@ -193,22 +198,22 @@ async fn write(db: &impl GenericClient, batch: &mut [Classified]) -> Result<Comm
             batch[index].verdict = verdict;
         }
         let rejects = RejectedColumns::of(batch, |index| turned.contains(&index));
-        rejected += insert_batch(db, &EventColumns::default(), &rejects).await?.1;
+        rejected += insert_batch(db, &EventColumns::default(), &rejects).await?.2;
     }
     Ok(CommitOutcome { stored, duplicates: accepted - stored - conflicting, conflicting, rejected, unstorable: 0 })
 }
 
-/// Runs [`INSERT_BATCH`]: the message ids of the events written, and how many
-/// rejections were.
+/// Runs [`INSERT_BATCH`]: how many events were written, their message ids when some
+/// were not (only then are they needed), and how many rejections were written.
 async fn insert_batch(
     db: &impl GenericClient,
     events: &EventColumns<'_>,
     rejects: &RejectedColumns<'_>,
-) -> Result<(Vec<String>, u64), StoreError> {
+) -> Result<(u64, Option<Vec<String>>, u64), StoreError> {
     let statement = db.prepare_cached(INSERT_BATCH).await?;
     let parameters: Vec<&(dyn ToSql + Sync)> = events.parameters().into_iter().chain(rejects.parameters()).collect();
     let row = db.query_one(&statement, &parameters).await?;
-    Ok((row.get(0), row.get::<_, i64>(1) as u64))
+    Ok((row.get::<_, i64>(0) as u64, row.get(1), row.get::<_, i64>(2) as u64))
 }
 
 /// The rejection that replaces a verdict PostgreSQL refused to store.
@@ -242,6 +247,33 @@ impl ToSql for JsonText<'_> {
     to_sql_checked!();
 }
 
+/// A `timestamptz` encoded straight from its Unix time. postgres-types' own encoding
+/// of a chrono time rebuilds PostgreSQL's epoch (2000-01-01) as a date and subtracts
+/// it as a duration, for each of a message's three timestamps; this gives the same
+/// microseconds (cut toward the epoch, as a duration's are) for less.
+#[derive(Debug)]
+struct Timestamp(DateTime<Utc>);
+
+/// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in Unix seconds.
+const POSTGRES_EPOCH_SECS: i64 = 946_684_800;
+
+impl ToSql for Timestamp {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let (secs, nanos) = (self.0.timestamp() - POSTGRES_EPOCH_SECS, i64::from(self.0.timestamp_subsec_nanos()));
+        let micros = match (secs, nanos) {
+            // A leap second (`:60` in an RFC 3339 time): chrono's own way.
+            (_, 1_000_000_000..) => return self.0.to_sql(ty, out),
+            (..0, 1..) => (secs + 1) * 1_000_000 + (nanos - 1_000_000_000) / 1_000,
+            _ => secs * 1_000_000 + nanos / 1_000,
+        };
+        out.put_i64(micros);
+        Ok(IsNull::No)
+    }
+
+    accepts!(TIMESTAMPTZ);
+    to_sql_checked!();
+}
+
 /// Column arrays for the `message` insert.
 #[derive(Default)]
 struct EventColumns<'a> {
@@ -252,9 +284,9 @@ struct EventColumns<'a> {
     event_type: Vec<&'a str>,
     version: Vec<i32>,
     payload: Vec<JsonText<'a>>,
-    occurred_at: Vec<Option<DateTime<Utc>>>,
-    sent_at: Vec<Option<DateTime<Utc>>>,
-    received_at: Vec<DateTime<Utc>>,
+    occurred_at: Vec<Option<Timestamp>>,
+    sent_at: Vec<Option<Timestamp>>,
+    received_at: Vec<Timestamp>,
     sqs_message_id: Vec<&'a str>,
 }
 
@@ -270,9 +302,9 @@ impl<'a> EventColumns<'a> {
                 c.event_type.push(&e.event_type);
                 c.version.push(e.version);
                 c.payload.push(JsonText(&e.payload));
-                c.occurred_at.push(e.occurred_at);
-                c.sent_at.push(item.arrival.sent_at);
-                c.received_at.push(item.arrival.received_at);
+                c.occurred_at.push(e.occurred_at.map(Timestamp));
+                c.sent_at.push(item.arrival.sent_at.map(Timestamp));
+                c.received_at.push(Timestamp(item.arrival.received_at));
                 c.sqs_message_id.push(&item.arrival.message_id);
             }
         }
@@ -376,8 +408,8 @@ struct RejectedColumns<'a> {
     version: Vec<Option<i32>>,
     event_id: Vec<Option<&'a str>>,
     receive_count: Vec<i32>,
-    sent_at: Vec<Option<DateTime<Utc>>>,
-    received_at: Vec<DateTime<Utc>>,
+    sent_at: Vec<Option<Timestamp>>,
+    received_at: Vec<Timestamp>,
 }
 
 impl<'a> RejectedColumns<'a> {
@@ -417,8 +449,8 @@ impl<'a> RejectedColumns<'a> {
                 c.version.push(r.identity.version);
                 c.event_id.push(r.identity.event_id.as_deref());
                 c.receive_count.push(m.receive_count);
-                c.sent_at.push(m.sent_at);
-                c.received_at.push(m.received_at);
+                c.sent_at.push(m.sent_at.map(Timestamp));
+                c.received_at.push(Timestamp(m.received_at));
             }
         }
         c
@@ -479,4 +511,31 @@ pub fn encode_parameters(batch: &[Classified], out: &mut BytesMut) -> usize {
         parameter.to_sql_checked(&ty, out).expect("the statement's parameter types");
     }
     out.len() - start
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_timestamp_is_encoded_as_postgres_types_encodes_a_chrono_time() {
+        let instants = [
+            Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap(),
+            Utc.timestamp_opt(1_764_151_200, 123_456_789).unwrap(),
+            Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.timestamp_opt(946_684_799, 999_999_500).unwrap(), // just before PostgreSQL's epoch
+            Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            DateTime::parse_from_rfc3339("2016-12-31T23:59:60.5Z").unwrap().to_utc(), // a leap second
+        ];
+        for instant in instants {
+            let (mut ours, mut theirs) = (BytesMut::new(), BytesMut::new());
+            Timestamp(instant).to_sql_checked(&Type::TIMESTAMPTZ, &mut ours).unwrap();
+            instant.to_sql_checked(&Type::TIMESTAMPTZ, &mut theirs).unwrap();
+            assert_eq!(ours, theirs, "{instant:?}");
+        }
+    }
 }

@@ -91,7 +91,7 @@ impl<'a> Reader<'a> {
         let mut escaped = false;
         let mut i = self.at + 1;
         loop {
-            i = special(bytes, i);
+            i = special(bytes, i, self.at);
             match *bytes.get(i)? {
                 b'"' => {
                     self.at = i + 1;
@@ -209,11 +209,12 @@ pub(super) fn number(token: &str) -> Option<Number> {
     serde_json::from_str(token).ok()
 }
 
-/// The first quote, backslash or control character in `bytes` from `i` on; or where
-/// fewer than eight bytes are left. Eight bytes at a time: most strings are short,
-/// and this beats a byte loop (and memchr's set-up) on them.
+/// The first quote, backslash or control character in `bytes` from `i` on, in the
+/// string opening at `start`; or where fewer than eight bytes are left. Most strings
+/// are short: eight bytes at a time beats a byte loop and memchr's set-up on them. One
+/// that runs long goes to [`long`].
 #[inline(always)]
-fn special(bytes: &[u8], mut i: usize) -> usize {
+fn special(bytes: &[u8], mut i: usize, start: usize) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // The high bit of each byte of `word` below `n`, and maybe of bytes after the first
@@ -221,6 +222,9 @@ fn special(bytes: &[u8], mut i: usize) -> usize {
     let below = |word: u64, n: u8| word.wrapping_sub(ONES * n as u64) & !word & HIGH;
     let equal = |word: u64, b: u8| below(word ^ (ONES * b as u64), 1);
     while let Some(chunk) = bytes.get(i..i + 8) {
+        if i - start > 64 {
+            return long(bytes, i);
+        }
         let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
         let found = equal(word, b'"') | equal(word, b'\\') | below(word, 0x20);
         if found != 0 {
@@ -229,6 +233,19 @@ fn special(bytes: &[u8], mut i: usize) -> usize {
         i += 8;
     }
     i
+}
+
+/// [`special`] through a long string: memchr jumps to the next quote or backslash, and
+/// one pass the compiler vectorises looks for a control character before it.
+#[inline(never)]
+fn long(bytes: &[u8], i: usize) -> usize {
+    let rest = &bytes[i..];
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let span = &rest[..end];
+    match span.iter().fold(u8::MAX, |lowest, &b| lowest.min(b)) < 0x20 {
+        false => i + end,
+        true => i + span.iter().position(|&b| b < 0x20).unwrap_or(end),
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +264,8 @@ mod tests {
             r#""ends in an escape\n""#,
             r#""\u0000 a NUL""#,
         ];
+        let long = format!(r#""{0}\"{0}\\{0}\u00e9{0}""#, "long enough to be jumped through ".repeat(3));
+        let cases = cases.iter().copied().chain([long.as_str()]);
         for case in cases {
             let mut reader = Reader::new(case);
             let read = reader.string().map(Cow::into_owned);
@@ -263,7 +282,10 @@ mod tests {
             r#""\uD800 lone""#,
             "\"\\",
         ];
-        for case in refused {
+        // Long strings are jumped through another way: the same checks hold there.
+        let long = |tail: &str| format!("\"{}{tail}", "x".repeat(100));
+        let long = [long("\u{1f}x\""), long("x\u{1f}\""), long("\\u{1}"), long("never closed")];
+        for case in refused.iter().copied().chain(long.iter().map(String::as_str)) {
             assert_eq!(Reader::new(case).string(), None, "{case:?}");
         }
         let mut reader = Reader::new(r#""\\u0000""#);
