@@ -555,10 +555,27 @@ mod tests {
             format!(r#"{{"client_id":"c","event_type":"t","payload":{}}}"#, nested(64)),
             format!(r#"{{"client_id":"c","event_type":"t","payload":{}}}"#, nested(65)),
             format!(r#"{{"client_id":"c","event_type":"t","payload":{}}}"#, nested(130)),
+            format!(r#"{{"client_id":"c","event_type":"t","x":{},"payload":1}}"#, nested(65)),
+            format!(r#"{{"client_id":"c","event_type":"t","message":{}}}"#, nested(65)),
+            r#"{"client_id":"c","event_type":"t","payload":[999999999999999999,1000000000000000000,
+                -999999999999999999,-9223372036854775808,18446744073709551615,18446744073709551616]}"#
+                .into(),
+            r#"{"x":1e-20000,"y":"\u0000","client_id":"c","event_type":"t","payload":{"a":"b"}}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":{"a":{"$serde_json::private::RawValue":"[1]"}}}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":{"a":1,"$serde_json::private::RawValue":"[1]"}}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":{"$serde_json::private::RawValu\u0065":"[1]"}}"#.into(),
+            r#"{"client_id":"c","event_type":"t","payload":{"a":1,"\u0061":2}}"#.into(),
+            format!(
+                r#"{{"client_id":"c","event_type":"t","payload":{{{},"k3":0}}}}"#,
+                (0..20).map(|i| format!(r#""k{i}":{i}"#)).collect::<Vec<_>>().join(",")
+            ),
+            format!(r#"{{"client_id":"c","event_type":"t","payload":["{}","é{}"]}}"#, "x".repeat(150), "y".repeat(90)),
         ];
         bodies.extend(edge);
-        let bytes =
-            ["\"", "\\", "{", "}", "[", "]", ",", ":", "0", "1", "-", "+", ".", "e", " ", "\u{1}", "u", "n", "é"];
+        let bytes = [
+            "\"", "\\", "{", "}", "[", "]", ",", ":", "0", "1", "-", "+", ".", "e", "E", " ", "\t", "\n", "\r",
+            "\u{b}", "\u{c}", "\u{a0}", "\0", "\u{1}", "\u{1f}", "\u{7f}", "u", "n", "t", "f", "l", "a", "b", "/", "é",
+        ];
         let mut read = 0;
         let mut compare = |body: &str| {
             if super::read(body).is_some() {
