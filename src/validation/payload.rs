@@ -171,8 +171,10 @@ impl<'a> Payload<'a> {
     /// a key given twice (`Value` keeps the last), serde_json's raw value marker, a
     /// string or number `Value` refuses, nesting deeper than [`MAX_DEPTH`].
     pub(super) fn read(reader: &mut Reader<'a>) -> Option<Payload<'a>> {
-        // Room for a typical event (about 30 values); bigger ones grow the one allocation.
-        let mut entries = Vec::with_capacity(64);
+        // Room for a typical event (about 30 values) in 1,008 bytes: glibc's malloc serves
+        // up to 1,032 from its per-thread cache, larger ones from its bins at several times
+        // the cost. Bigger payloads grow the one allocation.
+        let mut entries = Vec::with_capacity(42);
         // The containers around the next value: each one's entry and members so far.
         let mut open = [(0usize, 0u32); MAX_DEPTH];
         let mut depth = 0;
