@@ -71,7 +71,7 @@ pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
             Err(e) => {
                 give_back(0, 0);
                 let delay = backoff.next_delay();
-                if e.queue_missing || backoff.failures() == 1 || backoff.failures().is_multiple_of(10) {
+                if e.queue_missing || backoff.failures() == 1 || backoff.failures() % 10 == 0 {
                     warn!(error = %e, failures = backoff.failures(), retry_in = ?delay, "receive failed");
                 }
                 tokio::select! {
