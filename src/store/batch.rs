@@ -45,9 +45,9 @@ pub struct Classified {
 /// unless their SQS message was already rejected, and new rejections, unless their SQS
 /// message was already stored as an event. Returns how many events were written,
 /// their message ids only when some were not (the ids of a whole batch would be sent
-/// and decoded for nothing), and how many rejections were. Both inserts see the table as it was before
-/// the statement, so a batch never holds one message under both verdicts (see
-/// [`RejectedColumns::of`]).
+/// and decoded for nothing), and how many rejections were. Both inserts see the table
+/// as it was before the statement, so a batch never holds one message under both
+/// verdicts (see [`RejectedColumns::of`]).
 const INSERT_BATCH: &str = "
     WITH events AS (
         INSERT INTO message (client_id, event_id, event_type, version, payload, occurred_at, sent_at, received_at,

@@ -54,7 +54,8 @@ pub struct Identity {
 /// The envelope's fields as found in the body: present (even as `null`) or absent.
 /// Any other member is skipped; a member given twice makes the envelope invalid, as
 /// two readers could disagree on which one counts. `P` is how the payload is read:
-/// parsed (`Value`) or kept as text (`&RawValue`).
+/// kept as text (`&RawValue`) by serde_json, or parsed with its text ([`Read`]) by the
+/// one-pass [`read`].
 #[derive(Deserialize)]
 #[serde(bound(deserialize = "P: Deserialize<'de>"))]
 struct Members<P> {
@@ -79,7 +80,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     T::deserialize(d).map(Some)
 }
 
-/// A payload as [`read`] gives it: parsed, its text, what storing it needs to know.
+/// A payload as read: parsed, its text, and what storing it needs to know.
 type Read<'a> = (Payload<'a>, &'a str, Storable);
 
 /// The common case in one pass of [`Reader`], which checks the body is JSON as it goes:
@@ -166,7 +167,7 @@ impl<'a> Envelope<'a> {
         match read(body) {
             Some(members) => {
                 let (fields, payload) = members.split();
-                fields.envelope(payload.map(|((payload, text, storable), name)| (payload, text, storable, name)))
+                fields.envelope(payload)
             }
             None => Envelope::parse_by_serde(body),
         }
@@ -204,7 +205,7 @@ impl<'a> Envelope<'a> {
                     // JSON text in its string, whose decoded escapes the reader does not
                     // see: this rare reading always has its payload searched for U+0000.
                     let storable = Storable { escaped_nul: true, ..text::storable(json.get()) };
-                    Some((Payload::from_value(&value), json.get(), storable, name))
+                    Some(((Payload::from_value(&value), json.get(), storable), name))
                 }
                 Err(e) => return Err(malformed(format_args!("{name}: {e}"), fields.identity)),
             },
@@ -254,16 +255,13 @@ impl<P> Members<P> {
 impl Fields {
     /// The envelope, when every field and the payload (parsed, its text, what storing
     /// it needs to know, and the member it came from) are well-formed.
-    fn envelope<'a>(
-        mut self,
-        payload: Option<(Payload<'a>, &'a str, Storable, &str)>,
-    ) -> Result<Envelope<'a>, (Rejection, Identity)> {
+    fn envelope<'a>(mut self, payload: Option<(Read<'a>, &str)>) -> Result<Envelope<'a>, (Rejection, Identity)> {
         let payload = match payload {
-            Some((message, _, _, "message")) if !message.is_string() => {
+            Some(((message, _, _), "message")) if !message.is_string() => {
                 self.errors.push(format!("message: expected a string, got {}", kind_of(&message.to_value())));
                 None
             }
-            Some((value, text, storable, _)) => Some((value, text, storable)),
+            Some((read, _)) => Some(read),
             None => {
                 self.errors.push("payload: required (or the legacy string `message`)".to_owned());
                 None

@@ -69,8 +69,8 @@ pub fn classify(body: &str, sqs_message_id: &str, registry: &Registry) -> Verdic
     };
     let reject = |rejection: Rejection| Verdict::Rejected(Rejected { rejection, identity: envelope.identity() });
     // A NUL reaches a parsed string only through the escape `\u0000` (JSON allows no raw
-    // one), so a payload read in one pass without it needs no search (the two-pass
-    // reading always searches: see `Envelope::parse`).
+    // one), so a payload the one-pass reader read without it needs no search (a payload
+    // serde_json reads is always searched: see `Envelope::parse`).
     if let Some(path) = envelope.storable.escaped_nul.then(|| find_nul(&envelope.payload.to_value())).flatten() {
         return reject(Rejection::new(
             Reason::Unstorable,

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde_json::Number;
 
-/// What PostgreSQL's jsonb would make of a value's text, seen on the walk.
+/// What PostgreSQL's jsonb would make of a value's text, noted as it is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Storable {
     /// A string or key holds the escape `\u0000`: jsonb refuses U+0000, so the parsed
