@@ -196,7 +196,8 @@ impl Processor {
             });
         }
 
-        let (tx, rx) = mpsc::channel(settings.max_in_flight.max(MAX_BATCH));
+        // One entry per receive; the in-flight bound is what holds pollers back.
+        let (tx, rx) = mpsc::channel(settings.max_in_flight.div_ceil(MAX_BATCH).max(1));
         let mut pollers = JoinSet::new();
         for poller in 0..settings.pollers.max(1) {
             pollers.spawn(receive::poll(shared.clone(), tx.clone()).instrument(tracing::info_span!("poller", poller)));

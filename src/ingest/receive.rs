@@ -22,8 +22,8 @@ use crate::validation::{classify, Verdict};
 const RECEIVE_GRACE: Duration = Duration::from_millis(500);
 
 /// One receive loop: wait for the database and for in-flight room, long-poll,
-/// classify, pass on. Errors back off with jitter.
-pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
+/// classify, pass the receive's messages on together. Errors back off with jitter.
+pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Vec<Pending>>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(20));
     let mut healthy = shared.healthy.subscribe();
     let cancel = shared.shutdown.clone();
@@ -94,14 +94,20 @@ pub(super) async fn poll(shared: Arc<Shared>, tx: mpsc::Sender<Pending>) {
         let answered = Instant::now();
         let visible_until = answered + shared.visibility - (answered - asked).min(Duration::from_secs(1));
         shared.held.hold(messages.iter().zip(&costs).map(|(m, c)| (m.receipt_handle.as_str(), *c)), visible_until);
+        if messages.is_empty() {
+            continue;
+        }
         let mut registry = shared.processor.registry.snapshot();
+        let mut classified = Vec::with_capacity(messages.len());
         for message in messages {
             let Received { receipt_handle, message_id, body, receive_count, sent_at, received_at } = message;
             let arrival = Arrival { message_id, body, receive_count, sent_at, received_at };
             let verdict = shared.classify(&arrival, &mut registry).await;
-            if tx.send(Pending { receipt_handle, row: Classified { arrival, verdict } }).await.is_err() {
-                return; // the batcher is gone: `run` releases what is held
-            }
+            classified.push(Pending { receipt_handle, row: Classified { arrival, verdict } });
+        }
+        // The receive goes on whole: the batcher keeps it together (see `settle::batch`).
+        if tx.send(classified).await.is_err() {
+            return; // the batcher is gone: `run` releases what is held
         }
     }
 }

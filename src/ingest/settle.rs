@@ -36,27 +36,37 @@ pub enum Settlement {
 }
 
 /// Groups classified messages into batches (by size, or when the window closes) and
-/// hands each to a committer.
-pub(super) async fn batch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Pending>) {
+/// hands each to a committer. Messages come a receive at a time and a batch takes
+/// whole receives, so its deletes go out in full calls of ten as the receives came
+/// (a receive is split only when `batch_size` is smaller than it).
+pub(super) async fn batch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Pending>>) {
     let settings = shared.settings().clone();
     let committers = Arc::new(Semaphore::new(settings.committers.max(1)));
     let mut settling = JoinSet::new();
-    let mut buffer = Vec::with_capacity(settings.batch_size);
+    // The receive the last batch had no room for: it starts the next one.
+    let mut carried: Vec<Pending> = Vec::new();
     loop {
-        if rx.recv_many(&mut buffer, settings.batch_size).await == 0 {
-            break; // every poller has stopped
-        }
-        let window = Instant::now() + settings.batch_window;
-        while buffer.len() < settings.batch_size {
-            let room = settings.batch_size - buffer.len();
-            match tokio::time::timeout_at(window, rx.recv_many(&mut buffer, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+        if carried.is_empty() {
+            match rx.recv().await {
+                Some(received) => carried = received,
+                None => break, // every poller has stopped
             }
         }
-        let full = std::mem::replace(&mut buffer, Vec::with_capacity(settings.batch_size));
+        let mut buffer = Vec::with_capacity(settings.batch_size);
+        buffer.extend(carried.drain(..carried.len().min(settings.batch_size)));
+        let window = Instant::now() + settings.batch_window;
+        while carried.is_empty() && buffer.len() < settings.batch_size {
+            match tokio::time::timeout_at(window, rx.recv()).await {
+                Ok(Some(received)) if buffer.len() + received.len() <= settings.batch_size => buffer.extend(received),
+                Ok(Some(received)) => carried = received,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if buffer.is_empty() {
+            continue;
+        }
         let permit = committers.clone().acquire_owned().await.expect("committers are never closed");
-        settling.spawn(settle(shared.clone(), full, permit));
+        settling.spawn(settle(shared.clone(), buffer, permit));
         while settling.try_join_next().is_some() {}
     }
     while settling.join_next().await.is_some() {}

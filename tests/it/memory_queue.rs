@@ -34,6 +34,9 @@ pub struct MemoryQueue {
     /// Messages received while already received before (SQS redelivered them).
     pub redeliveries: AtomicUsize,
     pub visibility_calls: AtomicUsize,
+    /// Messages per receive that returned any, and per delete call, in call order.
+    pub receive_sizes: Mutex<Vec<usize>>,
+    pub delete_sizes: Mutex<Vec<usize>>,
 }
 
 impl MemoryQueue {
@@ -113,6 +116,9 @@ impl MessageQueue for MemoryQueue {
                         received_at: Utc::now(),
                     });
                 }
+                if !received.is_empty() {
+                    self.receive_sizes.lock().unwrap().push(received.len());
+                }
                 if !received.is_empty() || tokio::time::Instant::now() >= until {
                     return Ok(received);
                 }
@@ -126,6 +132,7 @@ impl MessageQueue for MemoryQueue {
             if Self::take(&self.fail_deletes) {
                 return Err(QueueError::new("delete failed (injected)"));
             }
+            self.delete_sizes.lock().unwrap().push(receipt_handles.len());
             let mut messages = self.messages.lock().unwrap();
             let mut failures = Vec::new();
             for (index, handle) in receipt_handles.iter().enumerate() {
@@ -149,6 +156,7 @@ impl MessageQueue for MemoryQueue {
                 return Err(QueueError::new("ChangeMessageVisibilityBatch throttled (injected)"));
             }
             let now = Instant::now();
+            self.delete_sizes.lock().unwrap().push(receipt_handles.len());
             let mut messages = self.messages.lock().unwrap();
             let mut failures = Vec::new();
             for (index, handle) in receipt_handles.iter().enumerate() {
