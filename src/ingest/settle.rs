@@ -41,6 +41,7 @@ pub enum Settlement {
 /// (a receive is split only when `batch_size` is smaller than it).
 pub(super) async fn batch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Pending>>) {
     let settings = shared.settings().clone();
+    let batch_size = settings.batch_size.max(1);
     let committers = Arc::new(Semaphore::new(settings.committers.max(1)));
     let mut settling = JoinSet::new();
     // The receive the last batch had no room for: it starts the next one.
@@ -52,12 +53,12 @@ pub(super) async fn batch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Pendin
                 None => break, // every poller has stopped
             }
         }
-        let mut buffer = Vec::with_capacity(settings.batch_size);
-        buffer.extend(carried.drain(..carried.len().min(settings.batch_size)));
+        let mut buffer = Vec::with_capacity(batch_size);
+        buffer.extend(carried.drain(..carried.len().min(batch_size)));
         let window = Instant::now() + settings.batch_window;
-        while carried.is_empty() && buffer.len() < settings.batch_size {
+        while carried.is_empty() && buffer.len() < batch_size {
             match tokio::time::timeout_at(window, rx.recv()).await {
-                Ok(Some(received)) if buffer.len() + received.len() <= settings.batch_size => buffer.extend(received),
+                Ok(Some(received)) if buffer.len() + received.len() <= batch_size => buffer.extend(received),
                 Ok(Some(received)) => carried = received,
                 Ok(None) | Err(_) => break,
             }
