@@ -46,9 +46,11 @@ install() {
 # ran here at about 3,700 messages/s instead of 2,600, and it no longer slows down when
 # PostgreSQL and the processor want the other core.
 pinned=()
-if [ "${LOCALSTACK_CPU:=$(($(nproc) - 1))}" != none ] && [ "$(nproc)" -gt 1 ] && command -v taskset >/dev/null; then
-  [[ "$LOCALSTACK_CPU" =~ ^[0-9]+$ ]] && [ "$LOCALSTACK_CPU" -lt "$(nproc)" ] \
-    || die "LOCALSTACK_CPU: expected a CPU number below $(nproc), or none; got '$LOCALSTACK_CPU'"
+allowed=$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status 2>/dev/null)
+if [ "${LOCALSTACK_CPU:=$(grep -oE '[0-9]+' <<<"$allowed" | tail -n 1)}" != none ] && [ "$(nproc)" -gt 1 ] \
+  && command -v taskset >/dev/null; then
+  [[ "$LOCALSTACK_CPU" =~ ^[0-9]+$ ]] && taskset -c "$LOCALSTACK_CPU" true 2>/dev/null \
+    || die "LOCALSTACK_CPU: expected one of the CPUs this machine lets us use ($allowed), or none; got '$LOCALSTACK_CPU'"
   pinned=(taskset -c "$LOCALSTACK_CPU")
 fi
 
