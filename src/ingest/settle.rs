@@ -38,7 +38,8 @@ pub enum Settlement {
 /// Groups classified messages into batches (by size, or when the window closes) and
 /// hands each to a committer. Messages come a receive at a time and a batch takes
 /// whole receives, so its deletes go out in full calls of ten as the receives came
-/// (a receive is split only when `batch_size` is smaller than it).
+/// (a receive is split only when `batch_size` is smaller than it). Pollers send no
+/// empty receive, so every batch holds a message.
 pub(super) async fn batch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Pending>>) {
     let settings = shared.settings().clone();
     let batch_size = settings.batch_size.max(1);
@@ -62,9 +63,6 @@ pub(super) async fn batch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Pendin
                 Ok(Some(received)) => carried = received,
                 Ok(None) | Err(_) => break,
             }
-        }
-        if buffer.is_empty() {
-            continue;
         }
         let permit = committers.clone().acquire_owned().await.expect("committers are never closed");
         settling.spawn(settle(shared.clone(), buffer, permit));

@@ -156,7 +156,6 @@ impl MessageQueue for MemoryQueue {
                 return Err(QueueError::new("ChangeMessageVisibilityBatch throttled (injected)"));
             }
             let now = Instant::now();
-            self.delete_sizes.lock().unwrap().push(receipt_handles.len());
             let mut messages = self.messages.lock().unwrap();
             let mut failures = Vec::new();
             for (index, handle) in receipt_handles.iter().enumerate() {
