@@ -154,6 +154,9 @@ print(json.dumps({
     "throughput_ratio": round(proc_rate / drain["per_second"], 3),
     "processor_cpu_us_per_msg": round(proc_cpu_us, 1), "drain_cpu_us_per_msg": round(drain_cpu_us, 1),
     "cpu_ratio": round(proc_cpu_us / drain_cpu_us, 3),
+    # The kernel's share (syscalls, wake-ups), which instruction counts do not see.
+    "processor_sys_us_per_msg": round(int(st) / int(hz) * 1e6 / n, 1),
+    "drain_sys_us_per_msg": round(float(ds) * 1e6 / drain["deleted"], 1),
     "processor_sqs_requests_per_msg": round(sum(requests["processor"].values()) / n, 4),
     "drain_sqs_requests_per_msg": round(sum(drain_requests.values()) / drain["deleted"], 4),
     "processor_sqs_requests": requests["processor"], "drain_sqs_requests": drain_requests,
@@ -174,7 +177,7 @@ python3 - "$results" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 keys = ["processor_msgs_per_s", "drain_msgs_per_s", "throughput_ratio", "processor_cpu_us_per_msg",
-        "drain_cpu_us_per_msg", "cpu_ratio", "processor_sqs_requests_per_msg", "drain_sqs_requests_per_msg",
+        "drain_cpu_us_per_msg", "cpu_ratio", "processor_sys_us_per_msg", "drain_sys_us_per_msg", "processor_sqs_requests_per_msg", "drain_sqs_requests_per_msg",
         "processor_peak_rss_mib", "latency_p50_ms", "latency_p99_ms",
         "lost", "duplicated", "misclassified"]
 median = {k: statistics.median(r[k] for r in runs) for k in keys}

@@ -8,7 +8,7 @@
 //! content is no duplicate: the newcomer is rejected as `conflicting_duplicate`.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
@@ -18,6 +18,10 @@ use tokio_postgres::types::{accepts, to_sql_checked, IsNull, Json, ToSql, Type};
 
 use super::{Store, StoreError};
 use crate::validation::{Identity, Reason, Rejected, Rejection, Verdict};
+
+/// The per-batch sets of message ids: SQS message ids are not chosen by an attacker
+/// who could aim collisions at them, so the fast hasher will do.
+type Hasher = foldhash::fast::RandomState;
 
 /// How a message arrived, as its row records it. Transport-neutral: the SQS receipt
 /// handle stays with the ingest pipeline, which alone deletes messages.
@@ -339,7 +343,7 @@ impl<'a> EventColumns<'a> {
         written: &[String],
     ) -> Result<Vec<(usize, Verdict)>, StoreError> {
         // Rows written, by message id; a message id twice in a batch was written once.
-        let mut unclaimed: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut unclaimed: HashMap<&str, usize, Hasher> = HashMap::with_capacity_and_hasher(written.len(), Hasher::default());
         for id in written {
             *unclaimed.entry(id.as_str()).or_default() += 1;
         }
@@ -418,18 +422,21 @@ impl<'a> RejectedColumns<'a> {
     /// event: one message, one table.
     fn of(batch: &'a [Classified], wanted: impl Fn(usize) -> bool) -> Self {
         let mut c = RejectedColumns::default();
-        let mut accepted: Option<HashSet<&str>> = None;
+        let mut accepted: Option<HashSet<&str, Hasher>> = None;
         for (index, item) in batch.iter().enumerate() {
             if let Verdict::Rejected(r) = &item.verdict {
                 if !wanted(index) {
                     continue;
                 }
                 let accepted = accepted.get_or_insert_with(|| {
-                    batch
-                        .iter()
-                        .filter(|c| matches!(c.verdict, Verdict::Accepted(_)))
-                        .map(|c| c.arrival.message_id.as_str())
-                        .collect()
+                    let mut ids = HashSet::with_capacity_and_hasher(batch.len(), Hasher::default());
+                    ids.extend(
+                        batch
+                            .iter()
+                            .filter(|c| matches!(c.verdict, Verdict::Accepted(_)))
+                            .map(|c| c.arrival.message_id.as_str()),
+                    );
+                    ids
                 });
                 if accepted.contains(item.arrival.message_id.as_str()) {
                     continue;
