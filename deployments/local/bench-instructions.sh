@@ -21,11 +21,7 @@ source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 N=${N:-3000}
 RUNS=${RUNS:-3}
-case "${WORKLOAD:=demo}" in
-  demo) registry=deployments/registry.json events=deployments/events.json ;;
-  formats) registry=deployments/bench/formats-registry.json events=deployments/bench/formats-events.json ;;
-  *) die "WORKLOAD: expected demo or formats, got '$WORKLOAD'" ;;
-esac
+workload_files
 command -v valgrind >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq valgrind >/dev/null; } \
   || die "valgrind is needed: apt-get install valgrind"
 

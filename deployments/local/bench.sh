@@ -22,11 +22,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 N=${N:-50000}
 RUNS=${RUNS:-3}
 LATENCY_N=${LATENCY_N:-10000}
-case "${WORKLOAD:=demo}" in
-  demo) registry=deployments/registry.json events=deployments/events.json ;;
-  formats) registry=deployments/bench/formats-registry.json events=deployments/bench/formats-events.json ;;
-  *) die "WORKLOAD: expected demo or formats, got '$WORKLOAD'" ;;
-esac
+workload_files
 [ -x /usr/bin/time ] || { [ "$(id -u)" = 0 ] && apt-get install -y -qq time >/dev/null; } || die "GNU time is needed: apt-get install time"
 
 "$here/start.sh" >/dev/null 2>&1

@@ -35,3 +35,13 @@ export LOCALSTACK_HOST="127.0.0.1:$LOCALSTACK_PORT" AWS_ENDPOINT_URL=${AWS_ENDPO
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The benchmarks' workloads (WORKLOAD=demo, the default, or formats): sets `registry`
+# and `events`, the registry file and the event templates, relative to the repository.
+workload_files() {
+  case "${WORKLOAD:=demo}" in
+    demo) registry=deployments/registry.json events=deployments/events.json ;;
+    formats) registry=deployments/bench/formats-registry.json events=deployments/bench/formats-events.json ;;
+    *) die "WORKLOAD: expected demo or formats, got '$WORKLOAD'" ;;
+  esac
+}

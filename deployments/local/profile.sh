@@ -11,11 +11,7 @@ source "$(dirname "$0")/env.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 N=${N:-20000}
 FREQUENCY=${FREQUENCY:-2999}
-case "${WORKLOAD:=demo}" in
-  demo) registry=deployments/registry.json events=deployments/events.json ;;
-  formats) registry=deployments/bench/formats-registry.json events=deployments/bench/formats-events.json ;;
-  *) die "WORKLOAD: expected demo or formats, got '$WORKLOAD'" ;;
-esac
+workload_files
 command -v perf >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq linux-perf >/dev/null; } \
   || die "perf is needed: apt-get install linux-perf"
 
