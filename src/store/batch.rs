@@ -343,7 +343,8 @@ impl<'a> EventColumns<'a> {
         written: &[String],
     ) -> Result<Vec<(usize, Verdict)>, StoreError> {
         // Rows written, by message id; a message id twice in a batch was written once.
-        let mut unclaimed: HashMap<&str, usize, Hasher> = HashMap::with_capacity_and_hasher(written.len(), Hasher::default());
+        let mut unclaimed: HashMap<&str, usize, Hasher> =
+            HashMap::with_capacity_and_hasher(written.len(), Hasher::default());
         for id in written {
             *unclaimed.entry(id.as_str()).or_default() += 1;
         }

@@ -72,7 +72,12 @@ async fn deletes_go_out_as_full_as_the_receives_came() {
     let receives = queue.receive_sizes.lock().unwrap().clone();
     let deletes = queue.delete_sizes.lock().unwrap().clone();
     assert_eq!(deletes.iter().sum::<usize>(), 487);
-    assert!(deletes.len() <= receives.len(), "{} delete calls for {} receives: {deletes:?}", deletes.len(), receives.len());
+    assert!(
+        deletes.len() <= receives.len(),
+        "{} delete calls for {} receives: {deletes:?}",
+        deletes.len(),
+        receives.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
