@@ -7,18 +7,11 @@
 #   deployments/local/bench-api.sh            # N=20000 events per mode, RUNS=3
 #   N=5000 RUNS=1 deployments/local/bench-api.sh
 source "$(dirname "$0")/env.sh"
-here=$(cd "$(dirname "$0")" && pwd)
 N=${N:-20000}
 RUNS=${RUNS:-3}
 CONCURRENCY=${CONCURRENCY:-8}
 
-"$here/start.sh" >/dev/null 2>&1
-cd "$ROOT"
-cargo build --release --bins --quiet
-bin="$ROOT/target/release"
-out="$CACHE_DIR/bench-api"
-mkdir -p "$out"
-server=${DATABASE_URL%/*}
+bench_setup bench-api
 export DATABASE_URL="$server/ep_bench_api" RUST_LOG=warn
 results="$out/results.jsonl"
 : > "$results"

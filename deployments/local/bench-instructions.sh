@@ -18,22 +18,12 @@
 # is higher than this one. quanta's clock calibration at the processor's start (a busy
 # loop timed by the wall clock, so its count varies with valgrind's speed) is left out.
 source "$(dirname "$0")/env.sh"
-here=$(cd "$(dirname "$0")" && pwd)
 N=${N:-3000}
 RUNS=${RUNS:-3}
 workload_files
-command -v valgrind >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq valgrind >/dev/null; } \
-  || die "valgrind is needed: apt-get install valgrind"
-
-"$here/start.sh" >/dev/null 2>&1
-cd "$ROOT"
-cargo build --release --bins --quiet
-bin="$ROOT/target/release"
-out="$CACHE_DIR/bench-instructions"
-mkdir -p "$out"
-server=${DATABASE_URL%/*}
+need valgrind valgrind
+bench_setup bench-instructions
 db="$server/ep_bench_instructions"
-aws() { "$VENV/bin/awslocal" "$@"; }
 ls_log="$CACHE_DIR/localstack-$LOCALSTACK_PORT.log"
 lines() { wc -l < "$ls_log"; }
 calls_since() { # first-line operation: how many such SQS calls LocalStack served since then

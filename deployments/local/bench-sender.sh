@@ -8,19 +8,12 @@
 #   deployments/local/bench-sender.sh            # N=50000 events, 4 consumers, RUNS=3
 #   N=5000 RUNS=1 deployments/local/bench-sender.sh
 source "$(dirname "$0")/env.sh"
-here=$(cd "$(dirname "$0")" && pwd)
 N=${N:-50000}
 RUNS=${RUNS:-3}
 RATE=${RATE:-1400}
 LATENCY_N=${LATENCY_N:-10000}
 
-"$here/start.sh" >/dev/null 2>&1
-cd "$ROOT"
-cargo build --release --bins --quiet
-bin="$ROOT/target/release"
-out="$CACHE_DIR/bench-sender"
-mkdir -p "$out"
-server=${DATABASE_URL%/*}
+bench_setup bench-sender
 db="$server/ep_bench_sender"
 results="$out/results.jsonl"
 : > "$results"

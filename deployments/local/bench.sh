@@ -18,22 +18,13 @@
 # (deployments/bench/: email, hostname, uri, uuid, ipv4/6, date-time and patterns, the
 # way real event schemas use them).
 source "$(dirname "$0")/env.sh"
-here=$(cd "$(dirname "$0")" && pwd)
 N=${N:-50000}
 RUNS=${RUNS:-3}
 LATENCY_N=${LATENCY_N:-10000}
 workload_files
-[ -x /usr/bin/time ] || { [ "$(id -u)" = 0 ] && apt-get install -y -qq time >/dev/null; } || die "GNU time is needed: apt-get install time"
-
-"$here/start.sh" >/dev/null 2>&1
-cd "$ROOT"
-cargo build --release --bins --quiet
-bin="$ROOT/target/release"
-out="$CACHE_DIR/bench"
-mkdir -p "$out"
-server=${DATABASE_URL%/*}
+need /usr/bin/time time
+bench_setup bench
 db="$server/ep_bench_e2e"
-aws() { "$VENV/bin/awslocal" "$@"; }
 results="$out/results.jsonl"
 : > "$results"
 # LocalStack logs one line per request: the SQS requests served during each phase, per
@@ -173,7 +164,8 @@ python3 - "$results" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 keys = ["processor_msgs_per_s", "drain_msgs_per_s", "throughput_ratio", "processor_cpu_us_per_msg",
-        "drain_cpu_us_per_msg", "cpu_ratio", "processor_sys_us_per_msg", "drain_sys_us_per_msg", "processor_sqs_requests_per_msg", "drain_sqs_requests_per_msg",
+        "drain_cpu_us_per_msg", "cpu_ratio", "processor_sys_us_per_msg", "drain_sys_us_per_msg",
+        "processor_sqs_requests_per_msg", "drain_sqs_requests_per_msg",
         "processor_peak_rss_mib", "latency_p50_ms", "latency_p99_ms",
         "lost", "duplicated", "misclassified"]
 median = {k: statistics.median(r[k] for r in runs) for k in keys}

@@ -36,6 +36,29 @@ export LOCALSTACK_HOST="127.0.0.1:$LOCALSTACK_PORT" AWS_ENDPOINT_URL=${AWS_ENDPO
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# awslocal, from the virtualenv localstack.sh installs it into.
+aws() { "$VENV/bin/awslocal" "$@"; }
+
+# A command a script needs: installed from Debian's packages when missing (as root), or
+# the script stops naming the package.
+need() { # command package
+  command -v "$1" >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq "$2" >/dev/null; } \
+    || die "$1 is needed: apt-get install $2"
+}
+
+# What every benchmark starts with: the local services up and the release binaries
+# built, in the repository's root, with `bin` (the binaries), `out` ($CACHE_DIR/NAME,
+# the benchmark's own folder) and `server` (PostgreSQL's URL without a database) set.
+bench_setup() { # NAME
+  "$ROOT/deployments/local/start.sh" >/dev/null 2>&1
+  cd "$ROOT"
+  cargo build --release --bins --quiet
+  bin="$ROOT/target/release"
+  out="$CACHE_DIR/$1"
+  mkdir -p "$out"
+  server=${DATABASE_URL%/*}
+}
+
 # The benchmarks' workloads (WORKLOAD=demo, the default, or formats): sets `registry`
 # and `events`, the registry file and the event templates, relative to the repository.
 workload_files() {

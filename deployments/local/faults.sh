@@ -44,7 +44,6 @@ printf '| scenario | events | lost | duplicated | misclassified | dead-lettered 
 cd "$ROOT"
 cargo build --release --bins --quiet
 bin="$ROOT/target/release"
-aws() { "$VENV/bin/awslocal" "$@"; }
 pids=()
 failed=0
 

@@ -8,22 +8,12 @@
 #   deployments/local/profile.sh                      # N=20000, demo
 #   WORKLOAD=formats deployments/local/profile.sh
 source "$(dirname "$0")/env.sh"
-here=$(cd "$(dirname "$0")" && pwd)
 N=${N:-20000}
 FREQUENCY=${FREQUENCY:-2999}
 workload_files
-command -v perf >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq linux-perf >/dev/null; } \
-  || die "perf is needed: apt-get install linux-perf"
-
-"$here/start.sh" >/dev/null 2>&1
-cd "$ROOT"
-cargo build --release --bins --quiet
-bin="$ROOT/target/release"
-out="$CACHE_DIR/profile"
-mkdir -p "$out"
-server=${DATABASE_URL%/*}
+need perf linux-perf
+bench_setup profile
 db="$server/ep_profile"
-aws() { "$VENV/bin/awslocal" "$@"; }
 psql "$server/postgres" -qc "DROP DATABASE IF EXISTS ep_profile WITH (FORCE)" -c "CREATE DATABASE ep_profile" >/dev/null
 DATABASE_URL=$db "$bin/processor" registry apply "$registry" >/dev/null 2>&1
 queue=$(aws sqs create-queue --queue-name "ep-profile-$(date +%s)" --output text --query QueueUrl)

@@ -9,7 +9,6 @@ here=$(dirname "$0")
 "$here/localstack.sh" start
 
 # The dead-letter queue first: the main queue's redrive policy names its ARN.
-aws() { "$VENV/bin/awslocal" "$@"; }
 aws sqs create-queue --queue-name "$SQS_DLQ_NAME" >/dev/null
 dlq_url=$(aws sqs get-queue-url --queue-name "$SQS_DLQ_NAME" --output text --query QueueUrl)
 dlq_arn=$(aws sqs get-queue-attributes --queue-url "$dlq_url" --attribute-names QueueArn --output text --query Attributes.QueueArn)
